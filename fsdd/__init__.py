@@ -1,0 +1,1 @@
+"""Free Spoken Digit Dataset: download, read, features, splits and batches."""

@@ -1,0 +1,1 @@
+"""LSTM keyword model: training, compression, exact size and the Ray Tune search."""
