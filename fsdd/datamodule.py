@@ -1,0 +1,133 @@
+"""Lightning DataModule over cached MFCCs: train-only normalization and augmentation, padding-safe batches."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from fsdd.audio import list_wavs, parse_name
+from fsdd.features import FeatureConfig, cache_key, load_features
+from fsdd.splits import Split, make_split
+
+N_CLASSES = 10
+
+
+class Clips(Dataset):
+    def __init__(self, feats: list[torch.Tensor], labels: list[int]):
+        self.feats, self.labels = feats, labels
+
+    def __len__(self) -> int:
+        return len(self.feats)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.feats[i], self.labels[i]
+
+
+class BucketBatchSampler(Sampler[list[int]]):
+    """Batches of clips of similar length, in random order.
+
+    Hand-written because torch has no length-bucketing sampler; clip lengths range
+    from 0.14 s to 2.28 s, so random batches would run the LSTM mostly over padding.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, shuffle: bool, seed: int):
+        self.lengths, self.batch_size, self.shuffle = list(lengths), batch_size, shuffle
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        n = len(self.lengths)
+        if self.shuffle:
+            # Sort by length after a random permutation (ties broken randomly), chunk, shuffle chunks.
+            perm = torch.randperm(n, generator=self.generator).tolist()
+            order = sorted(perm, key=lambda i: self.lengths[i])
+        else:
+            order = sorted(range(n), key=lambda i: self.lengths[i])
+        batches = [order[i : i + self.batch_size] for i in range(0, n, self.batch_size)]
+        if self.shuffle:
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=self.generator).tolist()]
+        return iter(batches)
+
+    def __len__(self) -> int:
+        return (len(self.lengths) + self.batch_size - 1) // self.batch_size
+
+
+class PadCollate:
+    """Pads a batch to its longest clip and returns the true lengths, so the model can read
+    each clip's output at its own last step. Optionally augments (training only): zero whole
+    MFCC channels and whole frames, each with its own probability."""
+
+    def __init__(self, channel_drop: float = 0.0, frame_drop: float = 0.0, generator: torch.Generator | None = None):
+        self.channel_drop, self.frame_drop, self.generator = channel_drop, frame_drop, generator
+
+    def __call__(self, batch: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        feats, labels = zip(*batch)
+        lengths = torch.tensor([len(f) for f in feats])
+        x = torch.nn.utils.rnn.pad_sequence(list(feats), batch_first=True)
+        if self.channel_drop > 0 or self.frame_drop > 0:
+            b, t, c = x.shape
+            keep_ch = torch.rand(b, 1, c, generator=self.generator) >= self.channel_drop
+            keep_fr = torch.rand(b, t, 1, generator=self.generator) >= self.frame_drop
+            x = x * keep_ch * keep_fr
+        return x, lengths, torch.tensor(labels)
+
+
+class FSDDDataModule(pl.LightningDataModule):
+    """FSDD as padded batches of normalized MFCCs. Statistics come from the training split only."""
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        features: FeatureConfig = FeatureConfig(),
+        split: str = "random",
+        seed: int = 0,
+        batch_size: int = 64,
+        channel_drop: float = 0.0,
+        frame_drop: float = 0.0,
+        cache_dir: str | Path | None = None,
+    ):
+        super().__init__()
+        self.data_dir, self.features, self.split_kind, self.seed = Path(data_dir), features, split, seed
+        self.batch_size, self.channel_drop, self.frame_drop = batch_size, channel_drop, frame_drop
+        self.cache_dir = cache_dir
+        self.split: Split | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.split is not None:
+            return
+        self.names, feats = load_features(self.data_dir, self.features, self.cache_dir)
+        # Identifies the data and features, for caches keyed by them (e.g. float parents).
+        self.data_key = cache_key(list_wavs(self.data_dir), self.features)
+        self.split = make_split(self.names, self.split_kind, self.seed)
+        train_frames = torch.cat([feats[i] for i in self.split.train])
+        self.mean = train_frames.mean(0)
+        self.std = train_frames.std(0).clamp_min(1e-5)
+        labels = [parse_name(n)[0] for n in self.names]
+        norm = [(f - self.mean) / self.std for f in feats]
+        self.sets = {
+            part: Clips([norm[i] for i in idx], [labels[i] for i in idx])
+            for part, idx in (("train", self.split.train), ("val", self.split.val), ("test", self.split.test))
+        }
+
+    def loader(self, part: str, train: bool = False, batch_size: int | None = None) -> DataLoader:
+        """Batches of one part ("train", "val", "test"); augmented and shuffled only if `train`."""
+        ds = self.sets[part]
+        sampler = BucketBatchSampler([len(f) for f in ds.feats], batch_size or self.batch_size, train, self.seed)
+        collate = (
+            PadCollate(self.channel_drop, self.frame_drop, torch.Generator().manual_seed(self.seed))
+            if train
+            else PadCollate()
+        )
+        return DataLoader(ds, batch_sampler=sampler, collate_fn=collate)
+
+    def train_dataloader(self) -> DataLoader:
+        return self.loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.loader("val", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.loader("test", train=False)

@@ -1,0 +1,76 @@
+"""Quantization: Brevitas weight quantizers for QAT, and PyTorch's dynamic int8 PTQ."""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from brevitas.nn import QuantLinear
+from brevitas.quant import Int8WeightPerTensorFixedPoint, Int8WeightPerTensorFloat
+from torch import nn
+
+from search.config import QuantConfig
+
+
+def _quantizer_class(q: QuantConfig) -> type:
+    # Both are symmetric, narrow-range (integers in [-(2^(b-1)-1), 2^(b-1)-1], zero point 0),
+    # with the scale taken from the weights' max-abs; FixedPoint rounds the scale up to 2^k.
+    return Int8WeightPerTensorFixedPoint if q.scale == "po2" else Int8WeightPerTensorFloat
+
+
+def weight_quantizer(out_features: int, in_features: int, q: QuantConfig) -> nn.Module:
+    """A Brevitas weight-quantizer proxy for a (out_features, in_features) weight.
+
+    Brevitas builds its quantizers for a layer, so we build a QuantLinear of that shape and
+    keep only its `weight_quant` proxy. The proxy computes its scale from the tensor it is
+    given (stats scaling) and passes gradients straight through, and it holds no parameters.
+    """
+    layer = QuantLinear(
+        in_features,
+        out_features,
+        bias=False,
+        weight_quant=_quantizer_class(q),
+        weight_bit_width=q.bits,
+        weight_scaling_per_output_channel=q.per_channel,
+    )
+    return layer.weight_quant
+
+
+def int_weights(proxy: nn.Module, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Integer codes and scales (shape (1,) or (rows,)) with w_q = codes * scale exactly."""
+    with torch.no_grad():
+        qt = proxy(w)
+        scale = qt.scale.detach().reshape(-1)
+        codes = torch.round(qt.value / qt.scale).to(torch.int8)
+    return codes, scale
+
+
+def quantlstm(input_size: int, hidden_size: int, q: QuantConfig) -> nn.Module:
+    """Brevitas QuantLSTM: quantized weights, and 8-bit activations unless q.act is fp32.
+
+    Slow (its time loop is Python, ~25x nn.LSTM here); kept for users who need integer
+    activations. Biases stay float (bias_quant=None), as in every other mode.
+    """
+    from brevitas.nn import QuantLSTM
+
+    kwargs = {}
+    if q.act == "fp32":
+        kwargs = dict(io_quant=None, gate_acc_quant=None, sigmoid_quant=None, tanh_quant=None, cell_state_quant=None)
+    return QuantLSTM(
+        input_size,
+        hidden_size,
+        batch_first=True,
+        weight_quant=_quantizer_class(q),
+        weight_bit_width=q.bits,
+        weight_scaling_per_output_channel=q.per_channel,
+        bias_quant=None,
+        **kwargs,
+    )
+
+
+def dynamic_int8(model: nn.Module) -> nn.Module:
+    """PyTorch's native post-training dynamic int8 quantization of nn.LSTM and nn.Linear:
+    int8 per-tensor symmetric weights; activations quantized on the fly at run time."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # its deprecation notice points to torchao
+        return torch.ao.quantization.quantize_dynamic(model, {nn.LSTM, nn.Linear}, dtype=torch.qint8)

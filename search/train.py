@@ -1,0 +1,247 @@
+"""One training run: `python -m search.train --config configs/baseline.yaml`.
+
+Trains (and prunes / quantizes) one configuration, selects the epoch on validation,
+measures test accuracy once, exports the artifact and prints a JSON line last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import hashlib
+import json
+import logging
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback, LearningRateMonitor
+from pytorch_lightning.loggers import TensorBoardLogger
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader
+
+from fsdd.datamodule import FSDDDataModule
+from fsdd.download import default_cache_dir, resolve_data_dir
+from fsdd.errors import DataError
+from search import artifact
+from search.config import Config, ConfigError, load_config
+from search.model import LitClassifier, LSTMClassifier, PlainClassifier, build_model
+from search.prune import effective_state_dict, measured_sparsity, pruning_callback
+from search.quant import dynamic_int8
+from search.size import n_params, size_bytes, size_bytes_study, sparsity
+
+
+class BestState(Callback):
+    """Keeps, in memory, the weights of the epoch with the best validation accuracy, counting
+    only epochs after the last pruning step (earlier ones have fewer zeros than the artifact).
+    In memory rather than ModelCheckpoint: no pickle files, and no mid-schedule checkpoints."""
+
+    def __init__(self, first_epoch: int = 0):
+        self.first_epoch, self.val_acc, self.epoch, self.state = first_epoch, -1.0, -1, None
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        acc = float(trainer.callback_metrics.get("val_acc", -1.0))
+        if trainer.current_epoch >= self.first_epoch and acc > self.val_acc:
+            self.val_acc, self.epoch = acc, trainer.current_epoch
+            self.state = effective_state_dict(pl_module.net)
+
+
+def make_datamodule(cfg: Config, data_dir: str | Path, cache_dir: str | Path | None = None) -> FSDDDataModule:
+    t = cfg.train
+    dm = FSDDDataModule(data_dir, cfg.features, t.split, t.seed, t.batch_size, t.channel_drop, t.frame_drop, cache_dir)
+    dm.setup()
+    return dm
+
+
+def fit(
+    cfg: Config,
+    dm: FSDDDataModule,
+    log_dir: str | Path | None = None,
+    callbacks: Sequence[Callback] = (),
+    init: dict[str, torch.Tensor] | None = None,
+) -> tuple[LSTMClassifier, float]:
+    """Train `cfg` (from `init` weights if given); return the validation-selected network and its val_acc."""
+    pl.seed_everything(cfg.train.seed, verbose=False)
+    torch.set_num_threads(max(1, cfg.train.threads))
+    net = build_model(cfg)
+    if init is not None:
+        warm_start(net, init)
+    lit = LitClassifier(cfg, net)
+    prune = pruning_callback(net, cfg.prune)
+    last_prune = max((e for e, _ in cfg.prune.schedule), default=-1)
+    best = BestState(first_epoch=last_prune + 1)
+    cbs: list[Callback] = [best, *([prune] if prune else []), *callbacks]
+    logger: Any = False
+    if log_dir is not None:
+        logger = TensorBoardLogger(str(log_dir), name="", version="", default_hp_metric=False)
+        cbs.append(LearningRateMonitor("epoch"))
+    trainer = pl.Trainer(
+        max_epochs=cfg.train.epochs,
+        accelerator="cpu",
+        devices=1,
+        logger=logger,
+        callbacks=cbs,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        log_every_n_steps=1,
+    )
+    trainer.fit(lit, datamodule=dm)
+    if best.state is None:
+        raise RuntimeError("no validation epoch after the last pruning step")
+    net.load_state_dict(best.state)
+    return net.eval(), best.val_acc
+
+
+def warm_start(net: LSTMClassifier, state: dict[str, torch.Tensor]) -> None:
+    """Load a float parent's weights (nn.LSTM key names) into a QAT network."""
+    lstm_state = {k[len("lstm.") :]: v for k, v in state.items() if k.startswith("lstm.")}
+    # Brevitas QuantLSTM remaps nn.LSTM keys itself (gate split, summed biases); give it only
+    # the LSTM's own dict, since its remapper matches any key containing "_l0".
+    missing, unexpected = net.lstm.load_state_dict(lstm_state, strict=False)
+    if unexpected or any("weight" in k and "quant" not in k for k in missing):
+        raise RuntimeError(f"warm start does not fit: missing {missing}, unexpected {unexpected}")
+    net.fc.load_state_dict({k[len("fc.") :]: v for k, v in state.items() if k.startswith("fc.")})
+
+
+def parent_config(cfg: Config) -> Config:
+    """The float32, unpruned network a QAT child warm-starts from."""
+    epochs = cfg.quant.parent_epochs or cfg.train.epochs
+    return cfg.replace(quant={"mode": "fp32"}, prune={"schedule": []}, train={"epochs": epochs})
+
+
+def float_parent(cfg: Config, dm: FSDDDataModule, cache_dir: str | Path | None = None) -> dict[str, torch.Tensor]:
+    """Weights of the float parent of `cfg`, trained once and cached on disk (safetensors).
+
+    The key covers everything that determines the parent: its config (hidden size, features,
+    training settings, seed), the split and the data. A file lock makes concurrent children
+    of one parent wait for the first to train it instead of training it again.
+    """
+    pcfg = parent_config(cfg)
+    blob = json.dumps({"cfg": pcfg.to_dict(), "split": dm.split.hash, "data": dm.data_key}, sort_keys=True)
+    key = hashlib.sha256(blob.encode()).hexdigest()[:16]
+    folder = Path(cache_dir or default_cache_dir()) / "parents"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"h{cfg.model.hidden_size}-{key}.safetensors"
+    with open(folder / f"{path.stem}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.exists():
+            return load_file(path)
+        net, _ = fit(pcfg, dm)
+        state = {k: v.contiguous() for k, v in net.state_dict().items()}
+        tmp = path.with_suffix(".tmp")
+        save_file(state, tmp)
+        tmp.replace(path)
+        return state
+
+
+def accuracy(net: torch.nn.Module, loader: DataLoader) -> float:
+    correct = seen = 0
+    with torch.no_grad():
+        for x, lengths, y in loader:
+            correct += int((net(x, lengths).argmax(1) == y).sum())
+            seen += len(y)
+    return correct / seen
+
+
+def run(
+    cfg: Config,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    cache_dir: str | Path | None = None,
+    callbacks: Sequence[Callback] = (),
+    export: bool = True,
+) -> dict[str, Any]:
+    """Train, select on validation, test once, export. Returns the result record."""
+    start = time.time()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dm = make_datamodule(cfg, data_dir, cache_dir)
+    q = cfg.quant
+    init = float_parent(cfg, dm, cache_dir) if q.mode == "qat" and q.warm_start else None
+    net, val_acc = fit(cfg, dm, out_dir, callbacks, init)
+    model: torch.nn.Module = net
+    ptq = None
+    if q.mode == "ptq_int8":
+        plain = PlainClassifier(cfg.features.n_mfcc, cfg.model.hidden_size)
+        plain.load_state_dict(net.state_dict())
+        model = ptq = dynamic_int8(plain.eval())
+        # Dynamic quantization picks activation ranges per call: evaluate clip by clip, as deployed.
+        val_acc = accuracy(model, dm.loader("val", batch_size=1))
+    test_loader = dm.loader("test", batch_size=1 if ptq is not None else None)
+    result: dict[str, Any] = {
+        "val_acc": val_acc,
+        "test_acc": accuracy(model, test_loader),
+        "params": n_params(cfg),
+        "hidden_size": cfg.model.hidden_size,
+        "n_mfcc": cfg.features.n_mfcc,
+        "split": cfg.train.split,
+        "split_hash": dm.split.hash,
+        "seed": cfg.train.seed,
+        "epochs": cfg.train.epochs,
+        "size_bytes": size_bytes(cfg),
+        "size_bytes_study": size_bytes_study(cfg),
+        "sparsity": measured_sparsity(net),
+        "sparsity_target": sparsity(cfg),
+        "quant": q.mode if q.mode != "qat" else f"qat{q.bits}-{q.scale}{'-pc' if q.per_channel else ''}",
+        "artifact": None,
+    }
+    if export and q.impl == "fast":
+        floats, biases, codes = artifact.from_model(cfg, net, ptq)
+        norm = (dm.mean.numpy(), dm.std.numpy())
+        tensors = artifact.build_payload(cfg, floats, biases, norm, codes)
+        path = out_dir / "model.safetensors"
+        written = artifact.write(path, tensors, artifact.metadata(cfg, dm.split.hash, cfg.train.seed))
+        if written != result["size_bytes"]:
+            raise RuntimeError(f"artifact payload {written} B differs from size_bytes {result['size_bytes']} B")
+        result["artifact"] = str(path)
+    result["wall_s"] = round(time.time() - start, 1)
+    (out_dir / "result.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def quiet() -> None:
+    """Keep stdout for the result line: Lightning's info messages and library warnings off."""
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m search.train", description=__doc__.splitlines()[0])
+    p.add_argument("--config", default="configs/baseline.yaml", help="YAML config (default: %(default)s)")
+    p.add_argument("--seed", type=int, help="override train.seed")
+    p.add_argument("--split", help="override train.split: random | official | speaker:NAME")
+    p.add_argument("--epochs", type=int, help="override train.epochs")
+    p.add_argument("--data-dir", help="FSDD recordings folder (default: $FSDD_DIR, else download to the cache)")
+    p.add_argument("--cache-dir", help="feature/parent cache (default: $FSDD_CACHE or ~/.cache/fsdd)")
+    p.add_argument("--out", help="output folder (default: runs/train/<config>-seed<N>)")
+    args = p.parse_args(argv)
+    quiet()
+    try:
+        cfg = load_config(args.config)
+        overrides = {
+            k: v for k, v in (("seed", args.seed), ("split", args.split), ("epochs", args.epochs)) if v is not None
+        }
+        if overrides:
+            cfg = cfg.replace(train=overrides)
+        data_dir = resolve_data_dir(args.data_dir)
+        out = args.out or f"runs/train/{Path(args.config).stem}-seed{cfg.train.seed}"
+        result = run(cfg, data_dir, out, args.cache_dir)
+    except (DataError, ConfigError, artifact.ArtifactError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=4)
+    sys.exit(main())
