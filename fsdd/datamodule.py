@@ -64,7 +64,7 @@ class PadCollate:
         self.channel_drop, self.frame_drop, self.generator = channel_drop, frame_drop, generator
 
     def __call__(self, batch: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        feats, labels = zip(*batch)
+        feats, labels = zip(*batch, strict=True)
         lengths = torch.tensor([len(f) for f in feats])
         x = torch.nn.utils.rnn.pad_sequence(list(feats), batch_first=True)
         if self.channel_drop > 0 or self.frame_drop > 0:
@@ -81,7 +81,7 @@ class FSDDDataModule(pl.LightningDataModule):
     def __init__(
         self,
         data_dir: str | Path,
-        features: FeatureConfig = FeatureConfig(),
+        features: FeatureConfig | None = None,
         split: str = "random",
         seed: int = 0,
         batch_size: int = 64,
@@ -90,7 +90,8 @@ class FSDDDataModule(pl.LightningDataModule):
         cache_dir: str | Path | None = None,
     ):
         super().__init__()
-        self.data_dir, self.features, self.split_kind, self.seed = Path(data_dir), features, split, seed
+        self.data_dir, self.split_kind, self.seed = Path(data_dir), split, seed
+        self.features = features or FeatureConfig()
         self.batch_size, self.channel_drop, self.frame_drop = batch_size, channel_drop, frame_drop
         self.cache_dir = cache_dir
         self.split: Split | None = None

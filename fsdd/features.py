@@ -114,7 +114,12 @@ def load_features(
         except Exception:  # unreadable cache: recompute and overwrite below
             pass
     mfcc = mfcc_transform(cfg)
-    feats = [clip_features(read_wav(f, cfg.sample_rate), cfg, mfcc) for f in files]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # per-clip ops are tiny: thread hand-off would dominate
+    try:
+        feats = [clip_features(read_wav(f, cfg.sample_rate), cfg, mfcc) for f in files]
+    finally:
+        torch.set_num_threads(threads)
     names = [f.name for f in files]
     _write_cache(path, names, feats, cfg)
     return names, feats

@@ -202,6 +202,10 @@ def validate(cfg: Config) -> None:
     _check(q.bias == "fp32", "quant.bias: only fp32 biases are supported")
     _check(q.act in ("fp32", "int8"), "quant.act must be fp32 or int8")
     _check(q.act == "fp32" or q.impl == "quantlstm", "quant.act=int8 needs quant.impl=quantlstm")
+    _check(
+        not (cfg.prune.schedule and q.mode == "qat" and q.impl == "quantlstm"),
+        "prune.schedule: pruning is not supported with quant.impl=quantlstm",
+    )
     _check(q.parent_epochs is None or q.parent_epochs >= 1, "quant.parent_epochs must be >= 1")
     for epoch, rate in cfg.prune.schedule:
         _check(0 <= epoch < t.epochs, f"prune.schedule: epoch {epoch} lies outside training (0..{t.epochs - 1})")

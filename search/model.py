@@ -113,6 +113,7 @@ class LitClassifier(pl.LightningModule):
         self.cfg = cfg
         self.net = net if net is not None else build_model(cfg)
         self._correct = self._seen = 0
+        self._loss_sum, self._loss_n = torch.zeros(()), 0
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return self.net(x, lengths)
@@ -122,8 +123,14 @@ class LitClassifier(pl.LightningModule):
         loss = F.cross_entropy(self(x, lengths), y)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training diverged: loss is {loss.item()} at epoch {self.current_epoch}")
-        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
+        # Summed here and logged once per epoch: self.log per step costs more than a small LSTM step.
+        self._loss_sum += loss.detach() * len(y)
+        self._loss_n += len(y)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        self.log("train_loss", self._loss_sum / max(self._loss_n, 1))
+        self._loss_sum, self._loss_n = torch.zeros(()), 0
 
     def on_validation_epoch_start(self) -> None:
         self._correct = self._seen = 0
