@@ -16,9 +16,12 @@ SAMPLE_RATE = 8000
 def _check_riff_size(path: Path) -> None:
     # libsndfile silently reads the remaining samples of a cut-off file, so compare the
     # RIFF header's declared size with the real one to catch truncated downloads/copies.
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(12)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(12)
+    except OSError as e:
+        raise DataError(f"{path}: cannot read wav ({e.strerror})") from None
     if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
         raise DataError(f"{path}: not a RIFF/WAVE file")
     (riff_size,) = struct.unpack("<I", head[4:8])
@@ -84,4 +87,7 @@ def list_wavs(data_dir: str | Path) -> list[Path]:
     files = sorted(data_dir.glob("*.wav"))
     if not files:
         raise DataError(f"data dir {data_dir} holds no .wav files")
+    broken = [f for f in files if not f.is_file()]
+    if broken:
+        raise DataError(f"{broken[0]}: not a readable file (broken link?)")
     return files

@@ -19,7 +19,7 @@ from fsdd.audio import SAMPLE_RATE, list_wavs, read_wav, trim_silence
 from fsdd.download import default_cache_dir
 from fsdd.errors import DataError
 
-CACHE_VERSION = 1  # bump when the feature computation itself changes
+CACHE_VERSION = 2  # bump when the feature computation itself changes
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,8 @@ class FeatureConfig:
     def __post_init__(self) -> None:
         if self.n_mfcc < 1 or self.n_mfcc > self.n_mels:
             raise ValueError(f"n_mfcc must be in 1..n_mels ({self.n_mels}), got {self.n_mfcc}")
+        if self.trim_db is not None and self.trim_db <= 0:
+            raise ValueError(f"trim_db must be > 0 dB (or null to disable trimming), got {self.trim_db}")
         if self.hop_length < 1 or self.n_fft < 2:
             raise ValueError("hop_length must be >= 1 and n_fft >= 2")
 
@@ -48,7 +50,7 @@ class FeatureConfig:
 
 
 def mfcc_transform(cfg: FeatureConfig) -> torchaudio.transforms.MFCC:
-    return torchaudio.transforms.MFCC(
+    m = torchaudio.transforms.MFCC(
         sample_rate=cfg.sample_rate,
         n_mfcc=cfg.n_mfcc,
         log_mels=False,
@@ -66,6 +68,10 @@ def mfcc_transform(cfg: FeatureConfig) -> torchaudio.transforms.MFCC:
             "mel_scale": "htk",
         },
     )
+    # MFCC fixes top_db at 80 in its constructor; set ours.
+    m.top_db = cfg.top_db
+    m.amplitude_to_DB = torchaudio.transforms.AmplitudeToDB("power", cfg.top_db)
+    return m
 
 
 def prepare_samples(x: np.ndarray, cfg: FeatureConfig) -> np.ndarray:

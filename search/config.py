@@ -75,8 +75,22 @@ class Config:
         """A copy with some fields of some sections changed, e.g. replace(quant={"bits": 4})."""
         d = self.to_dict()
         for name, fields in sections.items():
+            if name not in d:
+                raise ConfigError(f"unknown config section {name!r}")
             d[name].update(fields)
         return from_dict(d)
+
+
+def _int(v: Any, where: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ConfigError(f"{where}: epoch must be an integer, got {v!r}")
+    return v
+
+
+def _num(v: Any, where: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise ConfigError(f"{where}: rate must be a number, got {v!r}")
+    return float(v)
 
 
 def expand_schedule(raw: Any, where: str = "prune.schedule") -> tuple[tuple[int, float], ...]:
@@ -91,9 +105,11 @@ def expand_schedule(raw: Any, where: str = "prune.schedule") -> tuple[tuple[int,
             unknown = set(s) - {"from", "to", "rate"}
             if unknown or not {"from", "to", "rate"} <= set(s):
                 raise ConfigError(f"{where}[{i}]: a range needs exactly the fields from, to, rate")
-            steps += [(int(e), float(s["rate"])) for e in range(int(s["from"]), int(s["to"]) + 1)]
+            at = f"{where}[{i}]"
+            rate = _num(s["rate"], at)
+            steps += [(e, rate) for e in range(_int(s["from"], at), _int(s["to"], at) + 1)]
         elif isinstance(s, list | tuple) and len(s) == 2:
-            steps.append((int(s[0]), float(s[1])))
+            steps.append((_int(s[0], f"{where}[{i}]"), _num(s[1], f"{where}[{i}]")))
         else:
             raise ConfigError(f"{where}[{i}]: expected [epoch, rate] or {{from, to, rate}}, got {s!r}")
     steps.sort()

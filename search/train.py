@@ -159,36 +159,43 @@ def accuracy(net: torch.nn.Module, dm: FSDDDataModule, part: str, batch_size: in
     return float((preds == labels).mean())
 
 
-def run(
+def deployed(cfg: Config, net: LSTMClassifier) -> torch.nn.Module:
+    """The model as it runs on the device: `net`, or its dynamic int8 version for ptq_int8."""
+    if cfg.quant.mode != "ptq_int8":
+        return net
+    plain = PlainClassifier(cfg.features.n_mfcc, cfg.model.hidden_size)
+    plain.load_state_dict(net.state_dict())
+    return dynamic_int8(plain.eval())
+
+
+def eval_batch(cfg: Config) -> int:
+    # Dynamic quantization picks activation ranges per call: evaluate clip by clip, as deployed.
+    return 1 if cfg.quant.mode == "ptq_int8" else 256
+
+
+def train(
     cfg: Config,
-    data_dir: str | Path,
+    dm: FSDDDataModule,
     out_dir: str | Path,
-    cache_dir: str | Path | None = None,
     callbacks: Sequence[Callback] = (),
-    export: bool = True,
-) -> dict[str, Any]:
-    """Train, select on validation, test once, export. Returns the result record."""
-    start = time.time()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    dm = make_datamodule(cfg, data_dir, cache_dir)
+    cache_dir: str | Path | None = None,
+) -> tuple[LSTMClassifier, float]:
+    """Train `cfg` (warm-started from its cached float parent for QAT); validation-selected
+    network and the validation accuracy of the deployed model. The test split is not touched."""
     q = cfg.quant
     init = float_parent(cfg, dm, cache_dir) if q.mode == "qat" and q.warm_start else None
     net, val_acc = fit(cfg, dm, out_dir, callbacks, init)
-    model: torch.nn.Module = net
-    ptq = None
     if q.mode == "ptq_int8":
-        plain = PlainClassifier(cfg.features.n_mfcc, cfg.model.hidden_size)
-        plain.load_state_dict(net.state_dict())
-        model = ptq = dynamic_int8(plain.eval())
-    # Dynamic quantization picks activation ranges per call: evaluate clip by clip, as deployed.
-    eval_batch = 1 if ptq is not None else 256
-    if ptq is not None:
-        val_acc = accuracy(model, dm, "val", eval_batch)
-    preds, labels = predict(model, dm, "test", eval_batch)
-    result: dict[str, Any] = {
-        "val_acc": val_acc,
-        "test_acc": float((preds == labels).mean()),
+        val_acc = accuracy(deployed(cfg, net), dm, "val", eval_batch(cfg))
+    return net, val_acc
+
+
+def save(cfg: Config, net: LSTMClassifier, dm: FSDDDataModule, out_dir: str | Path) -> dict[str, Any]:
+    """Write the artifact (model.safetensors) and the network's weights (weights.safetensors, to
+    rebuild the torch model later); return the record of the run without test figures."""
+    out_dir = Path(out_dir)
+    q = cfg.quant
+    record: dict[str, Any] = {
         "params": n_params(cfg),
         "hidden_size": cfg.model.hidden_size,
         "n_mfcc": cfg.features.n_mfcc,
@@ -203,18 +210,49 @@ def run(
         "quant": q.mode if q.mode != "qat" else f"qat{q.bits}-{q.scale}{'-pc' if q.per_channel else ''}",
         "artifact": None,
     }
-    if export and q.impl == "fast":
-        floats, biases, codes = artifact.from_model(cfg, net, ptq)
-        norm = (dm.mean.numpy(), dm.std.numpy())
-        tensors = artifact.build_payload(cfg, floats, biases, norm, codes)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, out_dir / "weights.safetensors")
+    if q.impl == "fast":  # QuantLSTM's integer activations are not part of the artifact format
+        floats, biases, codes = artifact.from_model(cfg, net, deployed(cfg, net) if q.mode == "ptq_int8" else None)
+        tensors = artifact.build_payload(cfg, floats, biases, (dm.mean.numpy(), dm.std.numpy()), codes)
         path = out_dir / "model.safetensors"
         written = artifact.write(path, tensors, artifact.metadata(cfg, dm.split.hash, cfg.train.seed))
-        if written != result["size_bytes"]:
-            raise RuntimeError(f"artifact payload {written} B differs from size_bytes {result['size_bytes']} B")
-        result["artifact"] = str(path)
-        # The torch model's test predictions, which search.verify compares with its own.
-        names = [dm.names[i] for i in dm.split.test]
-        (out_dir / "predictions.json").write_text(json.dumps(dict(zip(names, preds.tolist(), strict=True))))
+        if written != record["size_bytes"]:
+            raise RuntimeError(f"artifact payload {written} B differs from size_bytes {record['size_bytes']} B")
+        record["artifact"] = str(path)
+    return record
+
+
+def load_net(cfg: Config, weights: str | Path) -> LSTMClassifier:
+    """A trained network from its weights.safetensors."""
+    net = build_model(cfg)
+    net.load_state_dict(load_file(weights), strict=cfg.quant.impl != "quantlstm")
+    return net.eval()
+
+
+def test(cfg: Config, net: LSTMClassifier, dm: FSDDDataModule, out_dir: str | Path) -> float:
+    """Test accuracy of the deployed model; writes its per-clip predictions (predictions.json),
+    which search.verify compares with the reference decoder's."""
+    preds, labels = predict(deployed(cfg, net), dm, "test", eval_batch(cfg))
+    names = [dm.names[i] for i in dm.split.test]
+    (Path(out_dir) / "predictions.json").write_text(json.dumps(dict(zip(names, preds.tolist(), strict=True))))
+    return float((preds == labels).mean())
+
+
+def run(
+    cfg: Config,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    cache_dir: str | Path | None = None,
+    callbacks: Sequence[Callback] = (),
+) -> dict[str, Any]:
+    """Train, select on validation, export, then test once. Returns the result record."""
+    start = time.time()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dm = make_datamodule(cfg, data_dir, cache_dir)
+    net, val_acc = train(cfg, dm, out_dir, callbacks, cache_dir)
+    record = save(cfg, net, dm, out_dir)
+    result = {"val_acc": val_acc, "test_acc": test(cfg, net, dm, out_dir), **record}
     result["wall_s"] = round(time.time() - start, 1)
     (out_dir / "result.json").write_text(json.dumps(result, indent=2))
     return result

@@ -1,0 +1,179 @@
+"""Tests for fsdd.audio: reading wavs (and refusing bad ones), silence trimming, file names."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from fsdd.audio import SAMPLE_RATE, list_wavs, parse_name, read_wav, trim_silence
+from fsdd.errors import DataError
+
+CLIP = "0_george_0.wav"
+
+
+def sine(n: int, amp: float = 0.5, freq: float = 440.0, sr: int = SAMPLE_RATE) -> np.ndarray:
+    # Phase offset so that no sample is exactly zero (the trimming test counts non-zero samples).
+    return (amp * np.sin(2 * np.pi * freq * np.arange(n) / sr + 0.3)).astype(np.float32)
+
+
+# --- read_wav ---------------------------------------------------------------------------
+
+
+def test_read_real_clip(fsdd_dir: Path) -> None:
+    path = fsdd_dir / CLIP
+    x = read_wav(path)
+    assert sf.info(str(path)).samplerate == SAMPLE_RATE == 8000
+    assert x.dtype == np.float32
+    assert x.ndim == 1 and len(x) > 1000
+    assert np.all(np.abs(x) <= 1.0)
+    assert np.abs(x).max() > 0.01  # real audio, not silence
+    ref, _ = sf.read(str(path), dtype="float32")
+    np.testing.assert_array_equal(x, ref)
+
+
+def test_read_stereo_is_averaged(tmp_path: Path) -> None:
+    left, right = sine(800, 0.5), sine(800, 0.25, freq=300.0)
+    path = tmp_path / "stereo.wav"
+    sf.write(path, np.stack([left, right], axis=1), SAMPLE_RATE, subtype="FLOAT")
+    x = read_wav(path)
+    assert x.dtype == np.float32 and x.shape == (800,)
+    np.testing.assert_allclose(x, (left + right) / 2, atol=1e-7)
+
+
+def test_garbage_bytes(tmp_path: Path) -> None:
+    path = tmp_path / "garbage.wav"
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes())
+    with pytest.raises(DataError, match="garbage.wav"):
+        read_wav(path)
+
+
+def test_riff_header_with_garbage_body(tmp_path: Path) -> None:
+    # A correct RIFF/WAVE header (and size) whose chunks are garbage: libsndfile must refuse it.
+    body = b"WAVE" + np.random.default_rng(1).integers(0, 256, 1000, dtype=np.uint8).tobytes()
+    path = tmp_path / "badbody.wav"
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    with pytest.raises(DataError, match=r"badbody\.wav.*(corrupt|unreadable)"):
+        read_wav(path)
+
+
+def test_truncated_wav(fsdd_dir: Path, tmp_path: Path) -> None:
+    data = (fsdd_dir / CLIP).read_bytes()
+    path = tmp_path / "cut.wav"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match="truncated") as e:
+        read_wav(path)
+    assert "cut.wav" in str(e.value)
+
+
+def test_wrong_sample_rate(tmp_path: Path) -> None:
+    path = tmp_path / "fast.wav"
+    sf.write(path, sine(1600, sr=16000), 16000)
+    with pytest.raises(DataError) as e:
+        read_wav(path)
+    msg = str(e.value)
+    assert "fast.wav" in msg and "16000" in msg and "8000" in msg
+
+
+def test_empty_wav(tmp_path: Path) -> None:
+    path = tmp_path / "empty.wav"
+    sf.write(path, np.zeros(0, dtype=np.float32), SAMPLE_RATE)
+    with pytest.raises(DataError, match=r"empty\.wav.*no samples"):
+        read_wav(path)
+
+
+def test_zero_byte_file(tmp_path: Path) -> None:
+    path = tmp_path / "zero.wav"
+    path.write_bytes(b"")
+    with pytest.raises(DataError, match="zero.wav"):
+        read_wav(path)
+
+
+def test_missing_file_is_a_data_error(tmp_path: Path) -> None:
+    # read_wav promises "DataError naming the file if it is unusable"; a missing file (or a
+    # broken symlink in the data folder) currently escapes as FileNotFoundError from stat().
+    path = tmp_path / "gone.wav"
+    try:
+        read_wav(path)
+    except DataError as e:
+        assert "gone.wav" in str(e)
+    except Exception as e:  # reported by the failure message below
+        pytest.fail(f"read_wav of a missing file raised {type(e).__name__}: {e}; expected a DataError naming it")
+    else:
+        pytest.fail("read_wav of a missing file returned without error")
+
+
+# --- list_wavs --------------------------------------------------------------------------
+
+
+def test_list_wavs_missing_dir(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="does not exist"):
+        list_wavs(tmp_path / "nowhere")
+
+
+def test_list_wavs_dir_without_wavs(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("no recordings here\n")
+    (tmp_path / "sub").mkdir()
+    with pytest.raises(DataError, match="no .wav"):
+        list_wavs(tmp_path)
+
+
+def test_list_wavs_sorted_and_wav_only(tmp_path: Path) -> None:
+    for name in ["3_a_1.wav", "1_b_0.wav", "2_a_7.wav", "readme.txt", "x.WAV.bak"]:
+        (tmp_path / name).write_bytes(b"")
+    assert [f.name for f in list_wavs(tmp_path)] == ["1_b_0.wav", "2_a_7.wav", "3_a_1.wav"]
+
+
+# --- trim_silence -----------------------------------------------------------------------
+
+
+def test_trim_keeps_loud_part() -> None:
+    frame = 256
+    loud = sine(4000)
+    x = np.concatenate([np.zeros(2000, np.float32), loud, np.zeros(2000, np.float32)])
+    y = trim_silence(x, 40.0, frame=frame)
+    # Every loud sample is kept, in order, and at most one frame of silence on either side.
+    assert np.count_nonzero(y) == len(loud)
+    lead = int(np.argmax(y != 0))
+    trail = len(y) - 1 - int(np.flatnonzero(y)[-1])
+    assert lead <= frame and trail <= frame
+    np.testing.assert_array_equal(y[lead : lead + len(loud)], loud)
+    assert len(y) < len(x) - 2000  # most of the 4000 silent samples are gone
+
+
+def test_trim_cuts_quiet_noise_below_threshold() -> None:
+    rng = np.random.default_rng(0)
+    quiet = (1e-4 * rng.standard_normal(3000)).astype(np.float32)  # about -70 dB below the tone
+    x = np.concatenate([quiet, sine(2000), quiet])
+    y = trim_silence(x, 40.0)
+    assert 2000 <= len(y) <= 2000 + 2 * 256
+
+
+def test_trim_none_is_noop() -> None:
+    x = np.concatenate([np.zeros(2000, np.float32), sine(1000), np.zeros(2000, np.float32)])
+    assert trim_silence(x, None) is x
+
+
+def test_trim_short_and_silent_inputs_unchanged() -> None:
+    short = sine(200)
+    np.testing.assert_array_equal(trim_silence(short, 40.0), short)
+    silent = np.zeros(3000, np.float32)
+    np.testing.assert_array_equal(trim_silence(silent, 40.0), silent)
+
+
+# --- parse_name -------------------------------------------------------------------------
+
+
+def test_parse_name_ok() -> None:
+    assert parse_name("7_jackson_32.wav") == (7, "jackson", 32)
+    assert parse_name("/some/dir/0_george_0.wav") == (0, "george", 0)
+
+
+@pytest.mark.parametrize("name", ["7_jackson.wav", "x_jackson_3.wav", "7_jackson_y.wav", "7_jack_son_3.wav", "7.wav"])
+def test_parse_name_errors(name: str) -> None:
+    with pytest.raises(DataError, match="digit") as e:
+        parse_name(name)
+    assert name in str(e.value)

@@ -1,0 +1,110 @@
+"""Tests for fsdd.splits on the real FSDD file names (names only: no audio is read)."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from fsdd.audio import parse_name
+from fsdd.errors import DataError
+from fsdd.splits import Split, make_split
+
+SPEAKERS = ["george", "jackson", "lucas", "nicolas", "theo", "yweweler"]
+
+
+@pytest.fixture(scope="module")
+def names(fsdd_dir: Path) -> list[str]:
+    names = sorted(n for n in os.listdir(fsdd_dir) if n.endswith(".wav"))
+    if len(names) != 3000:
+        pytest.skip(f"{fsdd_dir} holds {len(names)} wavs, not the full 3000-clip FSDD")
+    return names
+
+
+def check_partition(split: Split, n: int) -> None:
+    parts = (split.train, split.val, split.test)
+    for part in parts:
+        assert list(part) == sorted(set(part)), "indices must be sorted and unique"
+        assert all(0 <= i < n for i in part)
+    train, val, test = map(set, parts)
+    assert not train & val and not train & test and not val & test, "parts overlap"
+    assert train | val | test == set(range(n)), "parts do not cover every clip"
+
+
+def digits(names: list[str], idx) -> Counter:
+    return Counter(parse_name(names[i])[0] for i in idx)
+
+
+def test_random_split(names: list[str]) -> None:
+    s = make_split(names, "random", seed=0)
+    check_partition(s, len(names))
+    assert (len(s.train), len(s.val), len(s.test)) == (2100, 450, 450)
+    assert digits(names, s.test) == {d: 45 for d in range(10)}
+    assert digits(names, s.val) == {d: 45 for d in range(10)}
+    assert digits(names, s.train) == {d: 210 for d in range(10)}
+    assert s.kind == "random" and s.seed == 0
+
+
+def test_official_split(names: list[str]) -> None:
+    s = make_split(names, "official", seed=0)
+    check_partition(s, len(names))
+    assert set(s.test) == {i for i, n in enumerate(names) if parse_name(n)[2] < 5}
+    assert len(s.test) == 10 * 6 * 5
+    assert all(parse_name(names[i])[2] >= 5 for i in s.train + s.val)
+    per_digit = digits(names, s.val)
+    assert set(per_digit) == set(range(10)) and len(set(per_digit.values())) == 1, per_digit  # stratified
+    assert abs(len(s.val) - 0.15 * 2700) <= 10
+
+
+@pytest.mark.parametrize("speaker", SPEAKERS)
+def test_speaker_split(names: list[str], speaker: str) -> None:
+    s = make_split(names, f"speaker:{speaker}", seed=0)
+    check_partition(s, len(names))
+    assert {parse_name(names[i])[1] for i in s.test} == {speaker}
+    assert set(s.test) == {i for i, n in enumerate(names) if parse_name(n)[1] == speaker}
+    assert all(parse_name(names[i])[1] != speaker for i in s.train + s.val)
+    per_digit = digits(names, s.val)
+    assert set(per_digit) == set(range(10)) and len(set(per_digit.values())) == 1, per_digit
+
+
+@pytest.mark.parametrize("kind", ["random", "official", "speaker:theo"])
+def test_reproducible_and_seed_dependent(names: list[str], kind: str) -> None:
+    a, b = make_split(names, kind, seed=3), make_split(names, kind, seed=3)
+    assert a == b and a.hash == b.hash
+    assert len(a.hash) == 12
+    c = make_split(names, kind, seed=4)
+    assert c.hash != a.hash
+    assert c.val != a.val
+
+
+def test_hash_names_the_file_lists(names: list[str]) -> None:
+    s = make_split(names, "random", seed=0)
+    # Same seed on a different file list (one clip fewer): a different split, a different hash.
+    fewer = make_split(names[1:], "random", seed=0)
+    assert fewer.hash != s.hash
+    # Different kinds never share a hash.
+    hashes = {make_split(names, k, seed=0).hash for k in ["random", "official", "speaker:george"]}
+    assert len(hashes) == 3
+
+
+def test_unknown_kind(names: list[str]) -> None:
+    with pytest.raises(DataError) as e:
+        make_split(names, "bogus")
+    msg = str(e.value)
+    assert "bogus" in msg and "random" in msg and "official" in msg and "speaker:" in msg
+
+
+def test_unknown_speaker_lists_speakers(names: list[str]) -> None:
+    with pytest.raises(DataError) as e:
+        make_split(names, "speaker:nobody")
+    msg = str(e.value)
+    assert "nobody" in msg
+    for speaker in SPEAKERS:
+        assert speaker in msg
+
+
+def test_too_few_clips_is_a_data_error() -> None:
+    with pytest.raises(DataError, match="empty"):
+        make_split(["0_a_0.wav", "1_a_0.wav"], "random")
