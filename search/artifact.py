@@ -171,6 +171,8 @@ def read(path: str | Path) -> tuple[dict[str, str], dict[str, np.ndarray]]:
             header = json.loads(f.read(n))
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise ArtifactError(f"{path}: not a safetensors file (unreadable header)") from None
+    if not isinstance(header, dict) or not isinstance(header.get("__metadata__", {}), dict):
+        raise ArtifactError(f"{path}: not a safetensors file (header is not a JSON object)")
     meta = header.get("__metadata__") or {}
     if meta.get("format") != FORMAT:
         raise ArtifactError(f"{path}: not an {FORMAT} artifact (format={meta.get('format')!r})")

@@ -53,6 +53,7 @@ class QuantConfig:
     per_channel: bool = False  # qat: one scale per output row instead of per tensor
     warm_start: bool = True  # qat: start from a trained float32 parent of the same shape
     parent_epochs: int | None = None  # float parent's epochs (None: same as train.epochs)
+    parent_lr: float | None = None  # float parent's learning rate (None: same as train.lr)
     impl: str = "fast"  # qat: fast (fake-quantized weights, fused LSTM) | quantlstm (Brevitas QuantLSTM)
     bias: str = "fp32"  # biases are stored and computed in float32 in every mode
     act: str = "fp32"  # activations: fp32 (fast path) | int8 (impl=quantlstm only)
@@ -223,6 +224,7 @@ def validate(cfg: Config) -> None:
         "prune.schedule: pruning is not supported with quant.impl=quantlstm",
     )
     _check(q.parent_epochs is None or q.parent_epochs >= 1, "quant.parent_epochs must be >= 1")
+    _check(q.parent_lr is None or q.parent_lr > 0, "quant.parent_lr must be > 0")
     for epoch, rate in cfg.prune.schedule:
         _check(0 <= epoch < t.epochs, f"prune.schedule: epoch {epoch} lies outside training (0..{t.epochs - 1})")
         _check(

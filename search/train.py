@@ -7,6 +7,7 @@ measures test accuracy once, exports the artifact and prints a JSON line last.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -30,7 +31,7 @@ from fsdd.datamodule import FSDDDataModule, PadCollate
 from fsdd.download import default_cache_dir, resolve_data_dir
 from fsdd.errors import DataError
 from search import artifact
-from search.config import Config, ConfigError, load_config
+from search.config import Config, ConfigError, QuantConfig, load_config
 from search.model import LitClassifier, LSTMClassifier, PlainClassifier, build_model
 from search.prune import effective_state_dict, measured_sparsity, pruning_callback
 from search.quant import dynamic_int8
@@ -114,8 +115,9 @@ def warm_start(net: LSTMClassifier, state: dict[str, torch.Tensor]) -> None:
 
 def parent_config(cfg: Config) -> Config:
     """The float32, unpruned network a QAT child warm-starts from."""
-    epochs = cfg.quant.parent_epochs or cfg.train.epochs
-    return cfg.replace(quant={"mode": "fp32"}, prune={"schedule": []}, train={"epochs": epochs})
+    train = {"epochs": cfg.quant.parent_epochs or cfg.train.epochs, "lr": cfg.quant.parent_lr or cfg.train.lr}
+    # Only what determines the parent: every child of one parent maps to the same config (and cache key).
+    return cfg.replace(quant=dataclasses.asdict(QuantConfig()), prune={"schedule": []}, train=train)
 
 
 def float_parent(cfg: Config, dm: FSDDDataModule, cache_dir: str | Path | None = None) -> dict[str, torch.Tensor]:

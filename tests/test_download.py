@@ -48,9 +48,7 @@ def add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def make_archive(
-    files: dict[str, bytes], extra: dict[str, bytes] | None = None
-) -> bytes:
+def make_archive(files: dict[str, bytes], extra: dict[str, bytes] | None = None) -> bytes:
     """tar.gz with ``<TOP>/recordings/<name>`` members plus arbitrary ``extra`` members."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
@@ -99,9 +97,7 @@ class Server:
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.httpd.files = {}  # type: ignore[attr-defined]
         self.httpd.short = set()  # type: ignore[attr-defined]
-        self.thread = threading.Thread(
-            target=self.httpd.serve_forever, args=(0.05,), daemon=True
-        )
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
         self.running = True
 
@@ -159,15 +155,10 @@ def test_download_extracts_verifies_and_caches(
     # Second call must be served from the cache: the server is gone.
     server.stop()
     assert dl.download(cache, url=url, manifest=manifest, timeout=1) == out
-    assert (
-        dl.download(cache, url="http://127.0.0.1:9/unreachable", manifest=manifest)
-        == out
-    )
+    assert dl.download(cache, url="http://127.0.0.1:9/unreachable", manifest=manifest) == out
 
 
-def test_corrupt_archive(
-    tmp_path: Path, server: Server, manifest: dict[str, str]
-) -> None:
+def test_corrupt_archive(tmp_path: Path, server: Server, manifest: dict[str, str]) -> None:
     url = server.serve("/garbage.tar.gz", os.urandom(4096))
     cache = tmp_path / "cache"
     with pytest.raises(DataError, match="corrupt or not a tar.gz"):
@@ -225,9 +216,7 @@ def test_missing_and_unexpected_recordings(
     url = server.serve("/v.tar.gz", make_archive(recordings))
     cache = tmp_path / "cache"
     with pytest.raises(DataError, match=r"lacks 1 recording.*5_nicolas_0\.wav"):
-        dl.download(
-            cache, url=url, manifest=dict(manifest, **{"5_nicolas_0.wav": "a" * 64})
-        )
+        dl.download(cache, url=url, manifest=dict(manifest, **{"5_nicolas_0.wav": "a" * 64}))
     fewer = {k: v for k, v in manifest.items() if k != "0_george_0.wav"}
     with pytest.raises(DataError, match=r"not in the manifest.*0_george_0\.wav"):
         dl.download(cache, url=url, manifest=fewer)
@@ -237,9 +226,7 @@ def test_missing_and_unexpected_recordings(
 def test_http_404(tmp_path: Path, server: Server, manifest: dict[str, str]) -> None:
     url = server.serve("/exists.tar.gz", b"x").replace("exists", "missing")
     cache = tmp_path / "cache"
-    with pytest.raises(
-        DataError, match=r"download of .*missing\.tar\.gz failed: HTTP 404"
-    ):
+    with pytest.raises(DataError, match=r"download of .*missing\.tar\.gz failed: HTTP 404"):
         dl.download(cache, url=url, manifest=manifest, timeout=10)
     assert_cache_clean(cache)
 
@@ -363,9 +350,7 @@ def test_resolve_downloads_when_missing(
     url = server.serve("/v.tar.gz", make_archive(recordings))
     real_download = dl.download
     # resolve_data_dir downloads with the defaults; point them at the test server.
-    monkeypatch.setattr(
-        dl, "download", lambda c: real_download(c, url=url, manifest=manifest)
-    )
+    monkeypatch.setattr(dl, "download", lambda c: real_download(c, url=url, manifest=manifest))
     cache = tmp_path / "cache"
     with pytest.raises(DataError, match="no FSDD data in cache dir"):
         dl.resolve_data_dir(cache_dir=cache, download_if_missing=False)
@@ -377,16 +362,12 @@ def test_resolve_downloads_when_missing(
 def test_resolve_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("FSDD_DIR", raising=False)
     missing = tmp_path / "nope"
-    with pytest.raises(
-        DataError, match=rf"data dir {re.escape(str(missing))} does not exist"
-    ):
+    with pytest.raises(DataError, match=rf"data dir {re.escape(str(missing))} does not exist"):
         dl.resolve_data_dir(missing)
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "readme.txt").write_text("no audio here")
-    with pytest.raises(
-        DataError, match=rf"data dir {re.escape(str(empty))} holds no \.wav"
-    ):
+    with pytest.raises(DataError, match=rf"data dir {re.escape(str(empty))} holds no \.wav"):
         dl.resolve_data_dir(empty)
     monkeypatch.setenv("FSDD_DIR", str(missing))
     with pytest.raises(DataError, match=r"\(from \$FSDD_DIR\) does not exist"):
@@ -420,10 +401,7 @@ def test_write_manifest_roundtrip(tmp_path: Path) -> None:
     out = tmp_path / "m.sha256"
     assert dl.write_manifest(src, out) == 2
     parsed = dl.parse_manifest(out.read_text())
-    assert parsed == {
-        n: hashlib.sha256((src / n).read_bytes()).hexdigest()
-        for n in ("0_george_0.wav", "1_theo_2.wav")
-    }
+    assert parsed == {n: hashlib.sha256((src / n).read_bytes()).hexdigest() for n in ("0_george_0.wav", "1_theo_2.wav")}
     with pytest.raises(DataError, match="holds no .wav files"):
         dl.write_manifest(tmp_path, tmp_path / "x.sha256")
     with pytest.raises(DataError, match="line 1 is malformed"):
@@ -478,6 +456,4 @@ def test_cli_prints_path(
     cache = tmp_path / "cache"
     dl.download(cache, url=url, manifest=manifest)  # pre-fill; CLI then hits the cache
     assert dl.main(["--cache-dir", str(cache), "--url", url]) == 0
-    assert capsys.readouterr().out.strip() == str(
-        cache / dl.FSDD_VERSION / "recordings"
-    )
+    assert capsys.readouterr().out.strip() == str(cache / dl.FSDD_VERSION / "recordings")

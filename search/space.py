@@ -1,0 +1,183 @@
+"""The joint search space (configs/search.yaml), as an Optuna define-by-run function.
+
+Repair instead of rejection: the hidden size is drawn last, as a fraction of the hidden
+sizes that still fit the budget given every other choice, so the sampler cannot propose a
+configuration over budget. Only when even the smallest hidden size does not fit (e.g. float32
+with many MFCCs at a tiny budget) is the configuration infeasible; it is then marked with an
+Optuna constraint (so TPE learns to avoid it) and never trained.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+
+from search.config import Config, ConfigError, from_dict
+from search.size import size_bytes
+
+
+@dataclass(frozen=True)
+class Space:
+    hidden_sizes: tuple[int, ...] = (4, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128)
+    n_mfcc: tuple[int, ...] = (8, 10, 13, 16)
+    hop_length: tuple[int, ...] = (80, 120)
+    lr: tuple[float, float] = (2e-3, 2e-2)  # log-uniform
+    quant_modes: tuple[str, ...] = ("fp32", "ptq_int8", "qat")
+    qat_bits: tuple[int, int] = (2, 8)
+    qat_scales: tuple[str, ...] = ("float", "po2")
+    qat_per_channel: tuple[bool, ...] = (False, True)
+    qat_warm_start: tuple[bool, ...] = (True, False)
+    qat_epochs: int = 15  # fine-tuning epochs of a warm-started QAT child (its parent trains base epochs)
+    prune: bool = True  # search pruning at all
+    prune_sparsity: tuple[float, float] = (0.2, 0.9)  # final fraction of pruned weights
+    prune_max_steps: int = 4
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    base: Config = field(default_factory=Config)
+    space: Space = field(default_factory=Space)
+
+
+def _space_from_dict(raw: Any, where: str = "space") -> Space:
+    if raw is None:
+        return Space()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping")
+    known = {f.name: f for f in dataclasses.fields(Space)}
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in known:
+            raise ConfigError(f"unknown field '{where}.{key}' (known: {', '.join(sorted(known))})")
+        default = getattr(Space(), key)
+        if isinstance(default, tuple):
+            if not isinstance(value, list) or not value:
+                raise ConfigError(f"{where}.{key}: expected a non-empty list")
+            kwargs[key] = tuple(value)
+        else:
+            kwargs[key] = value
+    space = Space(**kwargs)
+    _check_space(space)
+    return space
+
+
+def _check_space(s: Space) -> None:
+    def need(cond: bool, msg: str) -> None:
+        if not cond:
+            raise ConfigError(f"space.{msg}")
+
+    need(all(isinstance(h, int) and h >= 1 for h in s.hidden_sizes), "hidden_sizes: positive integers")
+    need(set(s.quant_modes) <= {"fp32", "ptq_int8", "qat"}, "quant_modes: fp32, ptq_int8, qat")
+    need(2 <= s.qat_bits[0] <= s.qat_bits[-1] <= 8, "qat_bits: [low, high] within 2-8")
+    need(set(s.qat_scales) <= {"float", "po2"}, "qat_scales: float, po2")
+    need(0 < s.lr[0] <= s.lr[-1], "lr: [low, high] > 0")
+    need(0 < s.prune_sparsity[0] <= s.prune_sparsity[-1] < 1, "prune_sparsity: [low, high] in (0, 1)")
+    need(s.prune_max_steps >= 1 and s.qat_epochs >= 2, "prune_max_steps >= 1, qat_epochs >= 2")
+
+
+def load_search_config(path: str | Path) -> SearchConfig:
+    """configs/search.yaml: `base` (a run Config) and `space`. ConfigError names a bad field."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except OSError as e:
+        raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
+    except yaml.YAMLError:
+        raise ConfigError(f"{path}: malformed YAML") from None
+    try:
+        if not isinstance(raw, dict):
+            raise ConfigError("expected a mapping with 'base' and 'space'")
+        unknown = set(raw) - {"base", "space"}
+        if unknown:
+            raise ConfigError(f"unknown field '{sorted(unknown)[0]}' (known: base, space)")
+        base = from_dict(raw.get("base"))
+        return SearchConfig(base, _space_from_dict(raw.get("space")))
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def prune_schedule(sparsity: float, start: int, end: int, steps: int) -> list[list]:
+    """`steps` equal pruning rates spread over epochs start..end whose product reaches `sparsity`."""
+    epochs = sorted({round(start + (end - start) * k / max(steps - 1, 1)) for k in range(steps)})
+    rate = 1 - (1 - sparsity) ** (1 / len(epochs))
+    return [[e, rate] for e in epochs]
+
+
+def to_config(base: Config, p: dict[str, Any]) -> Config:
+    """The run Config of one point of the space (a flat dict of sampled and derived values)."""
+    quant: dict[str, Any] = {"mode": p["quant"]}
+    train: dict[str, Any] = {"lr": p["lr"]}
+    if p["quant"] == "qat":
+        quant.update(bits=p["bits"], scale=p["scale"], per_channel=p["per_channel"], warm_start=p["warm_start"])
+        if p["warm_start"]:
+            quant.update(parent_epochs=base.train.epochs, parent_lr=base.train.lr)
+            train["epochs"] = p["epochs"]
+    schedule = (
+        prune_schedule(p["sparsity"], p["prune_start"], p["prune_end"], p["prune_steps"]) if p.get("prune") else []
+    )
+    return base.replace(
+        model={"hidden_size": p["hidden_size"]},
+        features={"n_mfcc": p["n_mfcc"], "hop_length": p["hop_length"]},
+        train=train,
+        prune={"schedule": schedule},
+        quant=quant,
+    )
+
+
+def define(trial: optuna.Trial, sc: SearchConfig, budget: int) -> dict[str, Any]:
+    """Optuna define-by-run space. Returns the derived values (hidden size, epochs, size)."""
+    s, base = sc.space, sc.base
+    p: dict[str, Any] = {"quant": trial.suggest_categorical("quant", list(s.quant_modes))}
+    if p["quant"] == "qat":
+        p["bits"] = trial.suggest_int("bits", s.qat_bits[0], s.qat_bits[-1])
+        p["scale"] = trial.suggest_categorical("scale", list(s.qat_scales))
+        p["per_channel"] = trial.suggest_categorical("per_channel", list(s.qat_per_channel))
+        p["warm_start"] = trial.suggest_categorical("warm_start", list(s.qat_warm_start))
+    p["n_mfcc"] = trial.suggest_categorical("n_mfcc", list(s.n_mfcc))
+    p["hop_length"] = trial.suggest_categorical("hop_length", list(s.hop_length))
+    p["lr"] = trial.suggest_float("lr", s.lr[0], s.lr[-1], log=True)
+    epochs = s.qat_epochs if p.get("warm_start") else base.train.epochs
+    derived: dict[str, Any] = {"epochs": epochs}
+    if s.prune and trial.suggest_categorical("prune", [False, True]):
+        p["prune"] = True
+        p["sparsity"] = trial.suggest_float("sparsity", s.prune_sparsity[0], s.prune_sparsity[-1])
+        # Start and end as fractions of training: their range does not depend on the epochs.
+        start = trial.suggest_float("prune_start", 0.0, 0.5)
+        span = trial.suggest_float("prune_span", 0.0, 1.0)
+        last = epochs - 2  # leave at least one epoch to recover after the last step
+        derived["prune_start"] = min(last, round(start * last))
+        derived["prune_end"] = derived["prune_start"] + round(span * (last - derived["prune_start"]))
+        derived["prune_steps"] = trial.suggest_int("prune_steps", 1, s.prune_max_steps)
+    p.update(derived)
+
+    def size_at(h: int) -> int:
+        return size_bytes(to_config(base, {**p, "hidden_size": h}))
+
+    fitting = [h for h in sorted(s.hidden_sizes) if size_at(h) <= budget]
+    frac = trial.suggest_float("size_frac", 0.0, 1.0)
+    h = fitting[min(int(frac * len(fitting)), len(fitting) - 1)] if fitting else min(s.hidden_sizes)
+    size = size_at(h)
+    trial.set_constraint("size_over_budget", size - budget)
+    derived.update(hidden_size=h, size_bytes=size, feasible=bool(fitting))
+    return derived
+
+
+def smallest_size(sc: SearchConfig) -> int:
+    """Size of the smallest model the space can express (fails fast on an impossible budget)."""
+    s, best = sc.space, math.inf
+    for mode in s.quant_modes:
+        p: dict[str, Any] = {"quant": mode, "lr": s.lr[0], "n_mfcc": min(s.n_mfcc), "hop_length": s.hop_length[0]}
+        p.update(
+            bits=s.qat_bits[0], scale="po2" if "po2" in s.qat_scales else "float", per_channel=False, warm_start=False
+        )
+        p.update(epochs=sc.base.train.epochs, hidden_size=min(s.hidden_sizes))
+        if s.prune:
+            p.update(prune=True, sparsity=s.prune_sparsity[-1], prune_start=0, prune_end=0, prune_steps=1)
+        best = min(best, size_bytes(to_config(sc.base, p)))
+    return int(best)
