@@ -43,8 +43,7 @@ def read_wav(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         raise DataError(f"{path}: corrupt or unreadable wav ({e})") from None
     if sr != sample_rate:
         raise DataError(
-            f"{path}: sample rate {sr} Hz, expected {sample_rate} Hz "
-            f"(resample it first, e.g. `sox in.wav -r {sample_rate} out.wav`)"
+            f"{path}: sample rate {sr} Hz, expected {sample_rate} Hz (resample it first, e.g. `sox in.wav -r {sample_rate} out.wav`)"
         )
     if data.shape[0] == 0:
         raise DataError(f"{path}: wav holds no samples")

@@ -117,11 +117,7 @@ class FSDDDataModule(pl.LightningDataModule):
         """Batches of one part ("train", "val", "test"); augmented and shuffled only if `train`."""
         ds = self.sets[part]
         sampler = BucketBatchSampler([len(f) for f in ds.feats], batch_size or self.batch_size, train, self.seed)
-        collate = (
-            PadCollate(self.channel_drop, self.frame_drop, torch.Generator().manual_seed(self.seed))
-            if train
-            else PadCollate()
-        )
+        collate = PadCollate(self.channel_drop, self.frame_drop, torch.Generator().manual_seed(self.seed)) if train else PadCollate()
         return DataLoader(ds, batch_sampler=sampler, collate_fn=collate)
 
     def train_dataloader(self) -> DataLoader:

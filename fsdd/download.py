@@ -171,18 +171,11 @@ def _extract_recordings(archive: Path, dest: Path, url: str) -> dict[str, str]:
         with tarfile.open(archive, "r:gz") as tar:
             for member in tar:  # streaming: a truncated archive fails in here
                 parts = member.name.split("/")
-                if (
-                    len(parts) != 3
-                    or parts[0] in ("", ".", "..")
-                    or parts[1] != "recordings"
-                    or not _WAV_NAME.match(parts[2])
-                ):
+                if len(parts) != 3 or parts[0] in ("", ".", "..") or parts[1] != "recordings" or not _WAV_NAME.match(parts[2]):
                     continue
                 name = parts[2]
                 if not member.isfile():
-                    raise DataError(
-                        f"archive from {url} holds {member.name} as a link or special file, not a regular file"
-                    )
+                    raise DataError(f"archive from {url} holds {member.name} as a link or special file, not a regular file")
                 if name in hashes:
                     raise DataError(f"archive from {url} holds {member.name} twice")
                 if member.size > _MAX_MEMBER_BYTES:
@@ -210,9 +203,7 @@ def _verify(hashes: dict[str, str], manifest: dict[str, str], url: str) -> None:
         raise DataError(f"archive from {url} holds no <top>/recordings/*.wav files")
     missing = sorted(manifest.keys() - hashes.keys())
     if missing:
-        raise DataError(
-            f"archive from {url} lacks {len(missing)} recording(s) listed in the manifest, e.g. {missing[0]}"
-        )
+        raise DataError(f"archive from {url} lacks {len(missing)} recording(s) listed in the manifest, e.g. {missing[0]}")
     extra = sorted(hashes.keys() - manifest.keys())
     if extra:
         raise DataError(f"archive from {url} holds {len(extra)} recording(s) not in the manifest, e.g. {extra[0]}")
@@ -317,9 +308,7 @@ def resolve_data_dir(
     if _is_complete(version_dir):
         return version_dir / "recordings"
     if not download_if_missing:
-        raise DataError(
-            f"no FSDD data in cache dir {cache}: pass a data dir, set $FSDD_DIR, or run `python -m fsdd.download`"
-        )
+        raise DataError(f"no FSDD data in cache dir {cache}: pass a data dir, set $FSDD_DIR, or run `python -m fsdd.download`")
     return download(cache)
 
 

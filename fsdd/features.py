@@ -103,9 +103,7 @@ def cache_key(files: list[Path], cfg: FeatureConfig) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def load_features(
-    data_dir: str | Path, cfg: FeatureConfig, cache_dir: str | Path | None = None
-) -> tuple[list[str], list[torch.Tensor]]:
+def load_features(data_dir: str | Path, cfg: FeatureConfig, cache_dir: str | Path | None = None) -> tuple[list[str], list[torch.Tensor]]:
     """File names and per-clip MFCCs of every wav in `data_dir`, from the cache when possible.
 
     A miss computes all clips, then writes the cache file atomically (temp file + rename),

@@ -45,9 +45,7 @@ def split_hash(names: Sequence[str], train: Sequence[int], val: Sequence[int], t
     return h.hexdigest()[:12]
 
 
-def make_split(
-    names: Sequence[str], kind: str = "random", seed: int = 0, val_frac: float = 0.15, test_frac: float = 0.15
-) -> Split:
+def make_split(names: Sequence[str], kind: str = "random", seed: int = 0, val_frac: float = 0.15, test_frac: float = 0.15) -> Split:
     """Split file names into train/val/test.
 
     - `random`: stratified by digit, 70/15/15 (the manual study's protocol);

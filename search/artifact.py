@@ -177,9 +177,7 @@ def read(path: str | Path) -> tuple[dict[str, str], dict[str, np.ndarray]]:
     if meta.get("format") != FORMAT:
         raise ArtifactError(f"{path}: not an {FORMAT} artifact (format={meta.get('format')!r})")
     if meta.get("format_version") != FORMAT_VERSION:
-        raise ArtifactError(
-            f"{path}: format version {meta.get('format_version')!r} is not supported (this reader: {FORMAT_VERSION})"
-        )
+        raise ArtifactError(f"{path}: format version {meta.get('format_version')!r} is not supported (this reader: {FORMAT_VERSION})")
     try:
         tensors = load_file(path)
     except (SafetensorError, OSError, ValueError) as e:
@@ -207,9 +205,7 @@ def dense_weights(meta: dict[str, str], t: dict[str, np.ndarray]) -> dict[str, n
             vals = t[f"{name}.q"].reshape(-1).astype(np.float32) * t[f"{name}.scale"][0]
         else:
             codes = unpack_bits(t[f"{name}.q"], bits, len(pos)).astype(np.float32)
-            scale = (np.exp2(t[f"{name}.exp"].astype(np.float32)) if f"{name}.exp" in t else t[f"{name}.scale"]).astype(
-                np.float32
-            )
+            scale = (np.exp2(t[f"{name}.exp"].astype(np.float32)) if f"{name}.exp" in t else t[f"{name}.scale"]).astype(np.float32)
             vals = codes * (scale[pos // cols] if len(scale) > 1 else scale[0])
         w = np.zeros(n, dtype=np.float32)
         w[pos] = vals

@@ -43,9 +43,7 @@ class FusedLSTM(nn.Module):
         w_ih, w_hh = self.effective_weights()
         h0 = x.new_zeros(1, x.shape[0], self.hidden_size)
         # torch.lstm is the op nn.LSTM.forward calls (gates i, f, g, o).
-        out, _, _ = torch.lstm(
-            x, (h0, h0), [w_ih, w_hh, self.bias_ih_l0, self.bias_hh_l0], True, 1, 0.0, self.training, False, True
-        )
+        out, _, _ = torch.lstm(x, (h0, h0), [w_ih, w_hh, self.bias_ih_l0, self.bias_hh_l0], True, 1, 0.0, self.training, False, True)
         return out
 
 

@@ -75,9 +75,7 @@ def layout(cfg: Config) -> list[Entry]:
             entries.append(Entry(f"{name}.q", "uint8", (ceil(nnz * q.bits / 8),)))
             n_scales = rows if q.per_channel else 1
             entries.append(
-                Entry(f"{name}.exp", "int8", (n_scales,))
-                if q.scale == "po2"
-                else Entry(f"{name}.scale", "float32", (n_scales,))
+                Entry(f"{name}.exp", "int8", (n_scales,)) if q.scale == "po2" else Entry(f"{name}.scale", "float32", (n_scales,))
             )
         enc = sparse_encoding(n, nnz)
         if enc is not None:

@@ -118,9 +118,7 @@ def to_config(base: Config, p: dict[str, Any]) -> Config:
         if p["warm_start"]:
             quant.update(parent_epochs=base.train.epochs, parent_lr=base.train.lr)
             train["epochs"] = p["epochs"]
-    schedule = (
-        prune_schedule(p["sparsity"], p["prune_start"], p["prune_end"], p["prune_steps"]) if p.get("prune") else []
-    )
+    schedule = prune_schedule(p["sparsity"], p["prune_start"], p["prune_end"], p["prune_steps"]) if p.get("prune") else []
     return base.replace(
         model={"hidden_size": p["hidden_size"]},
         features={"n_mfcc": p["n_mfcc"], "hop_length": p["hop_length"]},
@@ -173,9 +171,7 @@ def smallest_size(sc: SearchConfig) -> int:
     s, best = sc.space, math.inf
     for mode in s.quant_modes:
         p: dict[str, Any] = {"quant": mode, "lr": s.lr[0], "n_mfcc": min(s.n_mfcc), "hop_length": s.hop_length[0]}
-        p.update(
-            bits=s.qat_bits[0], scale="po2" if "po2" in s.qat_scales else "float", per_channel=False, warm_start=False
-        )
+        p.update(bits=s.qat_bits[0], scale="po2" if "po2" in s.qat_scales else "float", per_channel=False, warm_start=False)
         p.update(epochs=sc.base.train.epochs, hidden_size=min(s.hidden_sizes))
         if s.prune:
             p.update(prune=True, sparsity=s.prune_sparsity[-1], prune_start=0, prune_end=0, prune_steps=1)

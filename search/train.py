@@ -280,9 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet()
     try:
         cfg = load_config(args.config)
-        overrides = {
-            k: v for k, v in (("seed", args.seed), ("split", args.split), ("epochs", args.epochs)) if v is not None
-        }
+        overrides = {k: v for k, v in (("seed", args.seed), ("split", args.split), ("epochs", args.epochs)) if v is not None}
         if overrides:
             cfg = cfg.replace(train=overrides)
         data_dir = resolve_data_dir(args.data_dir)

@@ -284,7 +284,10 @@ def verify(
     pred = predict(meta, weights, test_files)
 
     agree, n_compared = None, 0
-    pred_path = Path(predictions) if predictions is not None else artifact_path.parent / "predictions.json"
+    # Default: NAME.predictions.json beside NAME.safetensors (exported fronts), else predictions.json (runs).
+    beside = artifact_path.with_suffix(".predictions.json")
+    default = beside if beside.is_file() else artifact_path.parent / "predictions.json"
+    pred_path = Path(predictions) if predictions is not None else default
     if predictions is not None or pred_path.is_file():
         torch_pred = read_predictions(pred_path)
         pairs = [(p, torch_pred[f.name]) for p, f in zip(pred, test_files, strict=True) if f.name in torch_pred]
@@ -313,9 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("artifact", help="model.safetensors written by search.train")
     p.add_argument("--data-dir", help="FSDD recordings folder (default: $FSDD_DIR, else the download cache)")
     p.add_argument("--split", help="evaluate on this split instead of the artifact's (skips the split-hash check)")
-    p.add_argument(
-        "--predictions", help="torch predictions, JSON {wav name: class} (default: predictions.json beside ARTIFACT)"
-    )
+    p.add_argument("--predictions", help="torch predictions, JSON {wav name: class} (default: predictions.json beside ARTIFACT)")
     args = p.parse_args(argv)
     try:
         result = verify(args.artifact, args.data_dir, args.split, args.predictions)

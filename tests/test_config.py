@@ -36,9 +36,7 @@ def test_load_baseline() -> None:
     assert cfg.prune.schedule == ()
 
 
-@pytest.mark.parametrize(
-    "path", sorted(p.relative_to(REPO).as_posix() for p in (REPO / "configs").rglob("*.yaml")), ids=str
-)
+@pytest.mark.parametrize("path", sorted(p.relative_to(REPO).as_posix() for p in (REPO / "configs").rglob("*.yaml")), ids=str)
 def test_every_shipped_config_loads(path: str) -> None:
     assert isinstance(load_config(REPO / path), Config)
 
@@ -129,9 +127,7 @@ def test_bad_prune_schedule(tmp_path: Path, schedule: str, words: str) -> None:
     assert "prune.schedule" in msg and words in msg
 
 
-@pytest.mark.parametrize(
-    "step", ['["ten", 0.5]', '[10, "half"]', '{from: 1, to: 3, rate: "x"}', "[10.5, 0.5]", "[true, 0.5]"]
-)
+@pytest.mark.parametrize("step", ['["ten", 0.5]', '[10, "half"]', '{from: 1, to: 3, rate: "x"}', "[10.5, 0.5]", "[true, 0.5]"])
 def test_bad_prune_step_type_is_a_config_error(tmp_path: Path, step: str) -> None:
     # load_config promises "ConfigError (one line, naming the field) on any problem"; a
     # non-numeric epoch or rate currently escapes as a bare ValueError from int()/float(),

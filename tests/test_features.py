@@ -69,9 +69,7 @@ def test_top_db_parameter_takes_effect(fsdd_dir: Path) -> None:
     assert not torch.equal(default, clamped), "FeatureConfig.top_db is ignored by mfcc_transform (always 80 dB)"
 
 
-def test_cache_miss_writes_one_file_and_hit_does_not_recompute(
-    small_data: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_cache_miss_writes_one_file_and_hit_does_not_recompute(small_data: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     names, feats = load_features(small_data, CFG, cache_dir)
     written = cache_files(cache_dir)
     assert len(written) == 1 and written[0].startswith("mfcc-") and written[0].endswith(".safetensors"), written
@@ -86,9 +84,7 @@ def test_cache_miss_writes_one_file_and_hit_does_not_recompute(
 
 
 @pytest.mark.parametrize("change", [{"n_mfcc": 20}, {"hop_length": 160}, {"trim_db": None}])
-def test_changed_parameter_makes_new_cache_file(
-    small_data: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch, change: dict
-) -> None:
+def test_changed_parameter_makes_new_cache_file(small_data: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch, change: dict) -> None:
     _, feats = load_features(small_data, CFG, cache_dir)
     first = cache_files(cache_dir)
     cfg2 = dataclasses.replace(CFG, **change)
@@ -134,9 +130,7 @@ def test_changed_data_makes_new_cache_file(small_data: Path, fsdd_dir: Path, cac
     assert torch.equal(feats_rep[0], clip_features(read_wav(other), CFG))
 
 
-def test_failed_write_leaves_no_cache_and_no_temp_files(
-    small_data: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_failed_write_leaves_no_cache_and_no_temp_files(small_data: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real_save = features.save_file
 
     def half_save(tensors, filename, metadata=None):

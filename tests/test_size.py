@@ -46,12 +46,7 @@ modes = st.sampled_from(
     [
         {"mode": "fp32"},
         {"mode": "ptq_int8"},
-        *(
-            {"mode": "qat", "bits": b, "scale": s, "per_channel": pc}
-            for b in range(2, 9)
-            for s in ("float", "po2")
-            for pc in (False, True)
-        ),
+        *({"mode": "qat", "bits": b, "scale": s, "per_channel": pc} for b in range(2, 9) for s in ("float", "po2") for pc in (False, True)),
     ]
 )
 schedules = st.one_of(
@@ -88,9 +83,7 @@ def test_size_equals_payload_and_decodes_exactly(tmp_path, quant, schedule, hidd
 
 
 def test_qat_decoded_weights_are_the_trained_forward_weights(tmp_path):
-    cfg = from_dict(
-        {"model": {"hidden_size": 6}, "quant": {"mode": "qat", "bits": 3, "scale": "po2", "per_channel": True}}
-    )
+    cfg = from_dict({"model": {"hidden_size": 6}, "quant": {"mode": "qat", "bits": 3, "scale": "po2", "per_channel": True}})
     _, dense, src = export_random(cfg, tmp_path)
     w_ih, w_hh = src["net"].lstm.effective_weights()
     np.testing.assert_array_equal(dense["lstm.weight_ih"], w_ih.detach().numpy())

@@ -232,9 +232,7 @@ def bad_files(tmp_path: Path) -> dict[str, Path]:
         out[name].write_bytes(data)
     out["wrong-version"] = synthetic_artifact(tmp_path / "v2.safetensors", format_version="2")
     out["wrong-format"] = synthetic_artifact(tmp_path / "fmt.safetensors", format="other")
-    out["bad-config"] = synthetic_artifact(
-        tmp_path / "cfg.safetensors", config=json.dumps({"model": {"hidden_size": 5}})
-    )
+    out["bad-config"] = synthetic_artifact(tmp_path / "cfg.safetensors", config=json.dumps({"model": {"hidden_size": 5}}))
     meta, tensors = artifact.read(tmp_path / "good.safetensors")
     out["missing-tensor"] = tmp_path / "lacks.safetensors"
     artifact.write(out["missing-tensor"], {k: v for k, v in tensors.items() if k != "fc.bias"}, meta)

@@ -1,0 +1,152 @@
+"""The search: `python -m search.run --budget-kb 36`.
+
+Ray Tune runs the trials (ASHA stops hopeless ones early), Optuna's multi-objective TPE
+proposes them (maximize validation accuracy, minimize size), every proposal fits the
+budget by construction (search.space), and the Pareto front is exported at the end, on
+Ctrl-C and when the time budget runs out (search.export).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from fsdd.download import resolve_data_dir
+from fsdd.errors import DataError
+from search.config import ConfigError
+from search.size import KIB
+from search.space import SearchConfig, load_search_config, smallest_size
+
+DEFAULT_TRIALS = 40
+DEFAULT_TIME_BUDGET = "40m"
+
+
+class SearchError(Exception):
+    """A run that cannot start: name collision, unreachable cluster, impossible budget."""
+
+
+def parse_duration(text: str) -> float:
+    """'90s', '30m', '2h', '1h30m' or plain seconds -> seconds."""
+    m = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*", text)
+    if not text.strip() or not m or not any(m.groups()):
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r} (e.g. 90s, 30m, 2h, 1h30m)")
+    h, mi, s = (float(g) if g else 0.0 for g in m.groups())
+    return h * 3600 + mi * 60 + s
+
+
+def check_address(address: str, timeout: float = 5.0) -> None:
+    """Fail fast, with one line, when a Ray cluster address does not answer."""
+    if address in ("auto", "local") or address.startswith("ray://"):
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
+            pass
+    except (OSError, ValueError):
+        raise SearchError(f"cannot reach a Ray cluster at {address!r} (is `ray start --head` running there?)") from None
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m search.run", description=__doc__.splitlines()[0])
+    p.add_argument("--budget-kb", type=float, help="model size budget in KiB (1024 bytes); required for a new run")
+    p.add_argument("--config", default="configs/search.yaml", help="search space and training settings (%(default)s)")
+    p.add_argument("--trials", type=int, default=DEFAULT_TRIALS, help="number of trials (%(default)s)")
+    p.add_argument(
+        "--time-budget",
+        type=parse_duration,
+        default=DEFAULT_TIME_BUDGET,
+        help="wall-clock limit, e.g. 30m (%(default)s)",
+    )
+    p.add_argument("--split", help="random | official | speaker:NAME (default: the config's)")
+    p.add_argument("--seed", type=int, help="split and training seed (default: the config's)")
+    p.add_argument("--data-dir", help="FSDD recordings (default: $FSDD_DIR, else download)")
+    p.add_argument("--cache-dir", help="feature and float-parent cache (default: $FSDD_CACHE or ~/.cache/fsdd)")
+    p.add_argument("--cpus-per-trial", type=int, default=1, help="CPUs (and torch threads) per trial (%(default)s)")
+    p.add_argument("--name", help="run name (default: kws-<budget>kib-<time>)")
+    p.add_argument("--out", default="runs", help="where runs are stored; a shared path on a cluster (%(default)s)")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run --name")
+    p.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), help="existing Ray cluster (default: $RAY_ADDRESS)")
+    p.add_argument("--dashboard", action="store_true", help="start Ray's dashboard on 127.0.0.1 (local runs)")
+    p.add_argument("-v", "--verbose", action="store_true", help="Ray's own progress table and trial logs")
+    return p.parse_args(argv)
+
+
+def prepare(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
+    """Validate everything that can be checked before Ray starts; the run dir and its settings."""
+    if args.cpus_per_trial < 1 or args.trials < 1:
+        raise SearchError("--cpus-per-trial and --trials must be >= 1")
+    out = Path(args.out).resolve()
+    if args.resume:
+        if not args.name:
+            raise SearchError("--resume needs --name NAME of the run to continue")
+        run_dir = out / args.name
+        if not (run_dir / "search.json").is_file():
+            raise SearchError(f"no run named {args.name!r} in {out} to resume")
+        settings = json.loads((run_dir / "search.json").read_text())
+        return run_dir, settings
+    if args.budget_kb is None:
+        raise SearchError("--budget-kb is required, e.g. --budget-kb 36")
+    sc = load_search_config(args.config)
+    overrides = {k: v for k, v in (("split", args.split), ("seed", args.seed)) if v is not None}
+    base = sc.base.replace(train=overrides) if overrides else sc.base
+    sc = SearchConfig(base, sc.space)
+    budget = int(args.budget_kb * KIB)
+    smallest = smallest_size(sc)
+    if budget < smallest:
+        raise SearchError(
+            f"budget {args.budget_kb:g} KiB ({budget} B) is below the smallest model in the space "
+            f"({smallest} B = {smallest / KIB:.2f} KiB); raise --budget-kb or widen the space in {args.config}"
+        )
+    name = args.name or f"kws-{args.budget_kb:g}kib-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = out / name
+    if run_dir.exists():
+        raise SearchError(f"a run named {name!r} already exists in {out}: add --resume to continue it, or pick another --name")
+    data_dir = str(resolve_data_dir(args.data_dir).resolve())
+    settings = {
+        "name": name,
+        "budget_bytes": budget,
+        "budget_kb": args.budget_kb,
+        "trials": args.trials,
+        "time_budget_s": args.time_budget,
+        "cpus_per_trial": args.cpus_per_trial,
+        "data_dir": data_dir,
+        "cache_dir": str(Path(args.cache_dir).resolve()) if args.cache_dir else None,
+        "config_file": str(args.config),
+        "base": base.to_dict(),
+        "space": {k: list(v) if isinstance(v, tuple) else v for k, v in sc.space.__dict__.items()},
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    return run_dir, settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        run_dir, settings = prepare(args)
+        if args.address:
+            check_address(args.address)
+    except (SearchError, ConfigError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not args.address:
+        # Local run: keep Ray on 127.0.0.1 (by default it binds the external interface). Read at import.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    from search.tuner import run_search  # imports Ray: only once the input is known to be good
+
+    try:
+        return run_search(run_dir, settings, args)
+    except (SearchError, ConfigError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
