@@ -127,7 +127,8 @@ def prepare(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
     return run_dir, settings
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, trial_fn: Any = None) -> int:
+    """CLI entry point. `trial_fn` replaces the trial function (tests inject failures with it)."""
     args = parse_args(argv)
     try:
         run_dir, settings = prepare(args)
@@ -142,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from search.tuner import run_search  # imports Ray: only once the input is known to be good
 
     try:
-        return run_search(run_dir, settings, args)
+        return run_search(run_dir, settings, args, **({"trial_fn": trial_fn} if trial_fn else {}))
     except (SearchError, ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -81,6 +81,17 @@ def _check_space(s: Space) -> None:
     need(s.prune_max_steps >= 1 and s.qat_epochs >= 2, "prune_max_steps >= 1, qat_epochs >= 2")
 
 
+def check_against_base(sc: SearchConfig) -> None:
+    """Every front end the space can pick must be valid with the base features (checked here,
+    in the driver, because the define-by-run function must never raise)."""
+    for n in sc.space.n_mfcc:
+        for hop in sc.space.hop_length:
+            try:
+                sc.base.replace(features={"n_mfcc": n, "hop_length": hop})
+            except ConfigError as e:
+                raise ConfigError(f"space.n_mfcc/hop_length: {n}/{hop} with the base features: {e}") from None
+
+
 def load_search_config(path: str | Path) -> SearchConfig:
     """configs/search.yaml: `base` (a run Config) and `space`. ConfigError names a bad field."""
     path = Path(path)
@@ -96,8 +107,9 @@ def load_search_config(path: str | Path) -> SearchConfig:
         unknown = set(raw) - {"base", "space"}
         if unknown:
             raise ConfigError(f"unknown field '{sorted(unknown)[0]}' (known: base, space)")
-        base = from_dict(raw.get("base"))
-        return SearchConfig(base, _space_from_dict(raw.get("space")))
+        sc = SearchConfig(from_dict(raw.get("base")), _space_from_dict(raw.get("space")))
+        check_against_base(sc)
+        return sc
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
 

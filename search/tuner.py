@@ -8,8 +8,9 @@ import logging
 import os
 import shutil
 import sys
-import warnings
 import time
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,11 +87,12 @@ def search_config(settings: dict[str, Any]) -> SearchConfig:
     return SearchConfig(from_dict(settings["base"]), _space_from_dict(settings["space"]))
 
 
-def make_trainable(run_dir: Path, settings: dict[str, Any]):
+def make_trainable(run_dir: Path, settings: dict[str, Any], trial_fn: Callable = run_trial):
+    """The Tune trainable: `trial_fn` (search.trainable.run_trial; tests wrap it) with the run's settings."""
     sc = search_config(settings)
     cpus = settings["cpus_per_trial"]
     fn = tune.with_parameters(
-        run_trial,
+        trial_fn,
         base=sc.base,
         budget=settings["budget_bytes"],
         run_dir=str(run_dir),
@@ -101,7 +103,7 @@ def make_trainable(run_dir: Path, settings: dict[str, Any]):
     return tune.with_resources(fn, {"cpu": cpus})
 
 
-def make_tuner(run_dir: Path, settings: dict[str, Any], verbose: bool) -> tune.Tuner:
+def make_tuner(run_dir: Path, settings: dict[str, Any], verbose: bool, trial_fn: Callable = run_trial) -> tune.Tuner:
     sc = search_config(settings)
     seed = sc.base.train.seed
     sampler = optuna.samplers.TPESampler(multivariate=True, group=True, constant_liar=True, seed=seed, n_startup_trials=8)
@@ -121,7 +123,7 @@ def make_tuner(run_dir: Path, settings: dict[str, Any], verbose: bool) -> tune.T
         reduction_factor=3,
     )
     return tune.Tuner(
-        make_trainable(run_dir, settings),
+        make_trainable(run_dir, settings, trial_fn),
         tune_config=tune.TuneConfig(
             search_alg=searcher,
             scheduler=scheduler,
@@ -151,7 +153,7 @@ def init_ray(args: argparse.Namespace, settings: dict[str, Any]) -> None:
         )
 
 
-def run_search(run_dir: Path, settings: dict[str, Any], args: argparse.Namespace) -> int:
+def run_search(run_dir: Path, settings: dict[str, Any], args: argparse.Namespace, trial_fn: Callable = run_trial) -> int:
     import json
 
     from search.export import export, print_summary
@@ -175,9 +177,9 @@ def run_search(run_dir: Path, settings: dict[str, Any], args: argparse.Namespace
     print(f"watch it: tensorboard --logdir {run_dir} --host 127.0.0.1", flush=True)
     try:
         if args.resume:
-            tuner = tune.Tuner.restore(str(run_dir), trainable=make_trainable(run_dir, settings), resume_unfinished=True)
+            tuner = tune.Tuner.restore(str(run_dir), trainable=make_trainable(run_dir, settings, trial_fn), resume_unfinished=True)
         else:
-            tuner = make_tuner(run_dir, settings, args.verbose)
+            tuner = make_tuner(run_dir, settings, args.verbose, trial_fn)
         tuner.fit()
     except KeyboardInterrupt:
         print(f"\ninterrupted: exporting what has finished (continue with --resume --name {settings['name']})", flush=True)

@@ -1,0 +1,113 @@
+"""The search space: every proposal fits the budget, conditional parameters, and the Optuna wiring."""
+
+from __future__ import annotations
+
+import warnings
+
+import optuna
+import pytest
+
+from search.config import ConfigError, from_dict, validate
+from search.export import pareto_front
+from search.size import size_bytes
+from search.space import SearchConfig, Space, check_against_base, define, load_search_config, prune_schedule, smallest_size, to_config
+
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def proposals(sc: SearchConfig, budget: int, n: int = 150, seed: int = 0):
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=seed))
+    for _ in range(n):
+        trial = study.ask()
+        derived = define(trial, sc, budget)
+        yield trial, {**trial.params, **derived}
+
+
+@pytest.mark.parametrize("budget_kib", [1.5, 2, 8, 36])
+def test_every_feasible_proposal_fits_and_is_a_valid_config(budget_kib):
+    sc = load_search_config("configs/search.yaml")
+    budget = int(budget_kib * 1024)
+    feasible = 0
+    for trial, p in proposals(sc, budget):
+        cfg = to_config(sc.base, p)
+        validate(cfg)
+        assert size_bytes(cfg) == p["size_bytes"]
+        if p["feasible"]:
+            feasible += 1
+            assert p["size_bytes"] <= budget
+        else:
+            assert p["size_bytes"] > budget and p["hidden_size"] == min(sc.space.hidden_sizes)
+        # Conditional parameters exist only where they apply.
+        assert ("bits" in trial.params) == (p["quant"] == "qat")
+        assert ("sparsity" in trial.params) == bool(p.get("prune"))
+        if p.get("prune"):
+            last = max(e for e, _ in cfg.prune.schedule)
+            assert last <= cfg.train.epochs - 2
+    assert feasible > 0.8 * 150  # repaired, not rejected
+
+
+def test_infeasible_is_marked_with_an_optuna_constraint():
+    sc = SearchConfig(from_dict({}), Space(quant_modes=("fp32",), n_mfcc=(8, 16), prune=False, hidden_sizes=(4, 8)))
+    budget = size_bytes(to_config(sc.base, {"quant": "fp32", "lr": 0.01, "n_mfcc": 8, "hop_length": 80, "hidden_size": 4}))
+    seen = set()
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=1))
+    for _ in range(30):
+        trial = study.ask()
+        p = define(trial, sc, budget)
+        study.tell(trial, [0.5, p["size_bytes"]])
+        seen.add(p["feasible"])
+        frozen = study.trials[-1]
+        assert (frozen.constraints["size_over_budget"] <= 0) == p["feasible"]
+    assert seen == {True, False}
+
+
+def test_prune_schedule_reaches_target():
+    steps = prune_schedule(0.8, 2, 10, 3)
+    assert [e for e, _ in steps] == [2, 6, 10]
+    remaining = 1.0
+    for _, rate in steps:
+        remaining *= 1 - rate
+    assert abs(remaining - 0.2) < 1e-9
+
+
+def test_smallest_size_and_budget_check_inputs():
+    sc = load_search_config("configs/search.yaml")
+    small = smallest_size(sc)
+    assert 100 < small < 1024  # the space reaches far below 1 KiB
+    with pytest.raises(ConfigError, match="n_mfcc"):
+        check_against_base(SearchConfig(sc.base, Space(n_mfcc=(41,))))  # more MFCCs than mel bands
+
+
+def test_unknown_space_field(tmp_path):
+    f = tmp_path / "s.yaml"
+    f.write_text("space: {hidden_size: [4]}\n")
+    with pytest.raises(ConfigError, match="space.hidden_size"):
+        load_search_config(f)
+    f.write_text("base: {train: {epochs: 3, lrr: 1}}\n")
+    with pytest.raises(ConfigError, match="train.lrr"):
+        load_search_config(f)
+
+
+def test_pareto_front():
+    recs = [{"size_bytes": s, "val_acc": a} for s, a in [(100, 0.5), (200, 0.4), (300, 0.7), (300, 0.6), (50, 0.5), (400, 0.7)]]
+    front = pareto_front(recs)
+    assert [(r["size_bytes"], r["val_acc"]) for r in front] == [(50, 0.5), (300, 0.7)]
+
+
+def test_early_stopped_and_failed_trials_do_not_reach_optuna_as_complete():
+    from search.tuner import FinishedOnlyOptunaSearch
+
+    sc = SearchConfig(from_dict({"train": {"epochs": 3}}), Space(hidden_sizes=(4, 8)))
+    searcher = FinishedOnlyOptunaSearch(
+        space=lambda t: define(t, sc, 8192), metric=["val_acc", "size_bytes"], mode=["max", "min"], sampler=optuna.samplers.RandomSampler(0)
+    )
+    for tid in ("a", "b", "c"):
+        searcher.suggest(tid)
+    searcher.on_trial_complete("a", {"val_acc": 0.9, "size_bytes": 900, "final": 1})
+    searcher.on_trial_complete("b", {"val_acc": 0.3, "size_bytes": 900, "final": 0})  # stopped by ASHA
+    searcher.on_trial_complete("c", {"val_acc": 0.3, "size_bytes": 900, "final": 0}, error=True)
+    states = [t.state for t in searcher._ot_study.trials]
+    S = optuna.trial.TrialState
+    assert states == [S.COMPLETE, S.PRUNED, S.FAIL]
+    assert searcher._ot_study.trials[0].values == [0.9, 900]
