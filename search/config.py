@@ -26,8 +26,8 @@ class ModelConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 40
-    batch_size: int = 64
-    lr: float = 3e-3
+    batch_size: int = 32
+    lr: float = 5e-3
     weight_decay: float = 0.0
     lr_schedule: str = "cosine"  # cosine | constant
     channel_drop: float = 0.05  # augmentation: probability of zeroing one MFCC channel of a clip

@@ -74,6 +74,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--out", default="runs", help="where runs are stored; a shared path on a cluster (%(default)s)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run --name")
     p.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), help="existing Ray cluster (default: $RAY_ADDRESS)")
+    p.add_argument(
+        "--sampler",
+        choices=("tpe", "random"),
+        default="tpe",
+        help="tpe: Optuna multi-objective TPE with ASHA early stopping (default); random: plain random search over the same space",
+    )
     p.add_argument("--dashboard", action="store_true", help="start Ray's dashboard on 127.0.0.1 (local runs)")
     p.add_argument("-v", "--verbose", action="store_true", help="Ray's own progress table and trial logs")
     return p.parse_args(argv)
@@ -117,12 +123,14 @@ def prepare(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
         "trials": args.trials,
         "time_budget_s": args.time_budget,
         "cpus_per_trial": args.cpus_per_trial,
+        "sampler": args.sampler,
         "data_dir": data_dir,
         "cache_dir": str(Path(args.cache_dir).resolve()) if args.cache_dir else None,
         "config_file": str(args.config),
         "base": base.to_dict(),
         "space": {k: list(v) if isinstance(v, tuple) else v for k, v in sc.space.__dict__.items()},
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "started_ts": time.time(),
     }
     return run_dir, settings
 

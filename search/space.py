@@ -26,7 +26,7 @@ from search.size import size_bytes
 class Space:
     hidden_sizes: tuple[int, ...] = (4, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128)
     n_mfcc: tuple[int, ...] = (8, 10, 13, 16)
-    hop_length: tuple[int, ...] = (80, 120)
+    hop_length: tuple[int, ...] = (160, 200, 240)
     lr: tuple[float, float] = (2e-3, 2e-2)  # log-uniform
     quant_modes: tuple[str, ...] = ("fp32", "ptq_int8", "qat")
     qat_bits: tuple[int, int] = (2, 8)

@@ -106,22 +106,24 @@ def make_trainable(run_dir: Path, settings: dict[str, Any], trial_fn: Callable =
 def make_tuner(run_dir: Path, settings: dict[str, Any], verbose: bool, trial_fn: Callable = run_trial) -> tune.Tuner:
     sc = search_config(settings)
     seed = sc.base.train.seed
-    sampler = optuna.samplers.TPESampler(multivariate=True, group=True, constant_liar=True, seed=seed, n_startup_trials=8)
-    searcher = FinishedOnlyOptunaSearch(
-        space=functools.partial(define, sc=sc, budget=settings["budget_bytes"]),
-        metric=["val_acc", "size_bytes"],
-        mode=["max", "min"],
-        sampler=sampler,
-    )
-    epochs = max(sc.base.train.epochs, sc.space.qat_epochs)
-    scheduler = ASHAScheduler(
-        metric="val_acc",
-        mode="max",
-        time_attr="training_iteration",
-        max_t=epochs + 1,  # one report per epoch, plus the final one
-        grace_period=max(2, epochs // 4),
-        reduction_factor=3,
-    )
+    space = functools.partial(define, sc=sc, budget=settings["budget_bytes"])
+    metric, mode = ["val_acc", "size_bytes"], ["max", "min"]
+    if settings.get("sampler", "tpe") == "random":
+        # The baseline: uniform random points of the same space, every trial trained to the end.
+        searcher = FinishedOnlyOptunaSearch(space=space, metric=metric, mode=mode, sampler=optuna.samplers.RandomSampler(seed=seed))
+        scheduler = None
+    else:
+        sampler = optuna.samplers.TPESampler(multivariate=True, group=True, constant_liar=True, seed=seed, n_startup_trials=8)
+        searcher = FinishedOnlyOptunaSearch(space=space, metric=metric, mode=mode, sampler=sampler)
+        epochs = max(sc.base.train.epochs, sc.space.qat_epochs)
+        scheduler = ASHAScheduler(
+            metric="val_acc",
+            mode="max",
+            time_attr="training_iteration",
+            max_t=epochs + 1,  # one report per epoch, plus the final one
+            grace_period=max(2, epochs // 4),
+            reduction_factor=3,
+        )
     return tune.Tuner(
         make_trainable(run_dir, settings, trial_fn),
         tune_config=tune.TuneConfig(
