@@ -152,7 +152,7 @@ def plot(path: Path, points: list[tuple[float, float, bool]], front: list[dict[s
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    fig, ax = plt.subplots(figsize=(10, 5), dpi=120)
     done = [(k, a) for k, a, fin in points if fin]
     early = [(k, a) for k, a, fin in points if not fin]
     if done:
@@ -179,7 +179,7 @@ def plot(path: Path, points: list[tuple[float, float, bool]], front: list[dict[s
     ax.set_ylabel("accuracy")
     ax.set_ylim(max(0.0, min([0.6] + [a for _, a, _ in points])), 1.005)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

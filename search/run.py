@@ -1,6 +1,6 @@
 """The search: `python -m search.run --budget-kb 36`.
 
-Ray Tune runs the trials (ASHA stops hopeless ones early), Optuna's multi-objective TPE
+Ray Tune runs the trials (dominated ones are stopped early), Optuna's multi-objective TPE
 proposes them (maximize validation accuracy, minimize size), every proposal fits the
 budget by construction (search.space), and the Pareto front is exported at the end, on
 Ctrl-C and when the time budget runs out (search.export).
@@ -25,8 +25,8 @@ from search.config import ConfigError
 from search.size import KIB
 from search.space import SearchConfig, load_search_config, smallest_size
 
-DEFAULT_TRIALS = 40
-DEFAULT_TIME_BUDGET = "40m"
+DEFAULT_TRIALS = 100
+DEFAULT_TIME_BUDGET = "30m"
 
 
 class SearchError(Exception):
@@ -78,7 +78,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--sampler",
         choices=("tpe", "random"),
         default="tpe",
-        help="tpe: Optuna multi-objective TPE with ASHA early stopping (default); random: plain random search over the same space",
+        help="tpe: Optuna multi-objective TPE with early stopping of dominated trials (default); random: plain random search over the same space",
     )
     p.add_argument("--dashboard", action="store_true", help="start Ray's dashboard on 127.0.0.1 (local runs)")
     p.add_argument("-v", "--verbose", action="store_true", help="Ray's own progress table and trial logs")

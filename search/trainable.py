@@ -18,8 +18,8 @@ from search.train import make_datamodule, quiet, save, train
 
 
 class TuneReport(pl.Callback):
-    """Reports every epoch to Tune (for ASHA and TensorBoard). Every report carries every metric
-    the searcher and scheduler expect; `final` is 1 only on the trial's last report."""
+    """Reports every epoch to Tune (for early stopping and TensorBoard). Every report carries
+    every metric the searcher expects; `final` is 1 only on the trial's last report."""
 
     def __init__(self, size: int):
         self.size = size

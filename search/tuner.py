@@ -1,4 +1,4 @@
-"""Ray Tune wiring of the search: Optuna searcher, ASHA scheduler, progress line, resume."""
+"""Ray Tune wiring of the search: Optuna searcher, early stopping, progress line, resume."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from typing import Any
 import optuna
 import ray
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from search.config import from_dict
@@ -28,7 +27,7 @@ from search.trainable import run_trial
 class FinishedOnlyOptunaSearch(OptunaSearch):
     """OptunaSearch that tells Optuna only finished trainings as COMPLETE.
 
-    Ray hands a trial stopped early by ASHA to the searcher as complete, with its early
+    Ray hands a trial stopped early (see DominatedAtRung) to the searcher as complete, with its early
     accuracy; in a multi-objective study that early point would look like a real trade-off.
     Here such a trial (no `final` flag in its last report) enters the study as PRUNED, and
     a trial that raised as FAIL, so neither misleads the sampler.
@@ -40,14 +39,47 @@ class FinishedOnlyOptunaSearch(OptunaSearch):
         super().on_trial_complete(trial_id, result, error)
 
 
+class DominatedAtRung(tune.Stopper):
+    """Stops a trial at a rung (epochs r, 3r, 9r, ...) when at least `k` trials that are no
+    larger already had a better validation accuracy at that rung: it is then unlikely to
+    reach the front. The multi-objective analogue of ASHA's rule; Ray's ASHA takes one
+    metric and, on accuracy alone, stops every small model, which are half the front."""
+
+    def __init__(self, first_rung: int, k: int = 2, factor: int = 3):
+        self.first_rung, self.k, self.factor = first_rung, k, factor
+        self.seen: dict[int, list[tuple[int, float]]] = {}
+
+    def _is_rung(self, it: int) -> bool:
+        r = self.first_rung
+        while r < it:
+            r *= self.factor
+        return r == it
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        it = result.get("training_iteration", 0)
+        if result.get("final") or not self._is_rung(it):
+            return False
+        size, acc = result["size_bytes"], result["val_acc"]
+        better = sum(1 for s, a in self.seen.get(it, []) if s <= size and a > acc)
+        self.seen.setdefault(it, []).append((size, acc))
+        return better >= self.k
+
+    def stop_all(self) -> bool:
+        return False
+
+
 class Progress(tune.Callback):
     """One concise status line: trials done/running/early-stopped/infeasible/failed, the best
     feasible validation accuracy with its size, and the time left."""
 
     def __init__(self, trials: int, time_budget_s: float, every_s: float = 30.0):
-        self.trials, self.deadline, self.every_s = trials, time.time() + time_budget_s, every_s
+        self.trials, self.time_budget_s, self.every_s = trials, time_budget_s, every_s
+        self.deadline = time.time() + time_budget_s
         self.tty = sys.stdout.isatty()
         self._last_line, self._last_print = "", 0.0
+
+    def setup(self, **info: Any) -> None:  # also on resume: the time budget starts again
+        self.deadline = time.time() + self.time_budget_s
 
     def status(self, trials: list) -> str:
         done = [t for t in trials if t.status in ("TERMINATED", "ERROR")]
@@ -110,25 +142,16 @@ def make_tuner(run_dir: Path, settings: dict[str, Any], verbose: bool, trial_fn:
     metric, mode = ["val_acc", "size_bytes"], ["max", "min"]
     if settings.get("sampler", "tpe") == "random":
         # The baseline: uniform random points of the same space, every trial trained to the end.
-        searcher = FinishedOnlyOptunaSearch(space=space, metric=metric, mode=mode, sampler=optuna.samplers.RandomSampler(seed=seed))
-        scheduler = None
+        sampler: optuna.samplers.BaseSampler = optuna.samplers.RandomSampler(seed=seed)
+        stopper = None
     else:
         sampler = optuna.samplers.TPESampler(multivariate=True, group=True, constant_liar=True, seed=seed, n_startup_trials=8)
-        searcher = FinishedOnlyOptunaSearch(space=space, metric=metric, mode=mode, sampler=sampler)
-        epochs = max(sc.base.train.epochs, sc.space.qat_epochs)
-        scheduler = ASHAScheduler(
-            metric="val_acc",
-            mode="max",
-            time_attr="training_iteration",
-            max_t=epochs + 1,  # one report per epoch, plus the final one
-            grace_period=max(2, epochs // 4),
-            reduction_factor=3,
-        )
+        stopper = DominatedAtRung(first_rung=max(2, sc.base.train.epochs // 6))
+    searcher = FinishedOnlyOptunaSearch(space=space, metric=metric, mode=mode, sampler=sampler)
     return tune.Tuner(
         make_trainable(run_dir, settings, trial_fn),
         tune_config=tune.TuneConfig(
             search_alg=searcher,
-            scheduler=scheduler,
             num_samples=settings["trials"],
             time_budget_s=settings["time_budget_s"],
         ),
@@ -136,6 +159,7 @@ def make_tuner(run_dir: Path, settings: dict[str, Any], verbose: bool, trial_fn:
             name=run_dir.name,
             storage_path=str(run_dir.parent),
             callbacks=[Progress(settings["trials"], settings["time_budget_s"])],
+            stop=stopper,
             verbose=2 if verbose else 0,
             failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
         ),

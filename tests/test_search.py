@@ -73,7 +73,7 @@ def test_search_end_to_end_with_a_failing_trial(tiny_config, small_data, cache_d
     run_dir = tmp_path / "runs" / "e2e"
     assert f"tensorboard --logdir {run_dir} --host 127.0.0.1" in out
     assert "1 failed" in out and "winner" in out
-    # The search went on after the failure: the four other trials ran (some may be stopped by ASHA).
+    # The search went on after the failure: the four other trials ran (some may be stopped early).
     assert marker.exists() and len(ray_trials(run_dir)) == 4
     assert list(run_dir.glob("trials/*/record.json"))
     summary = json.loads((run_dir / "pareto.json").read_text())

@@ -105,9 +105,22 @@ def test_early_stopped_and_failed_trials_do_not_reach_optuna_as_complete():
     for tid in ("a", "b", "c"):
         searcher.suggest(tid)
     searcher.on_trial_complete("a", {"val_acc": 0.9, "size_bytes": 900, "final": 1})
-    searcher.on_trial_complete("b", {"val_acc": 0.3, "size_bytes": 900, "final": 0})  # stopped by ASHA
+    searcher.on_trial_complete("b", {"val_acc": 0.3, "size_bytes": 900, "final": 0})  # stopped early
     searcher.on_trial_complete("c", {"val_acc": 0.3, "size_bytes": 900, "final": 0}, error=True)
     states = [t.state for t in searcher._ot_study.trials]
     S = optuna.trial.TrialState
     assert states == [S.COMPLETE, S.PRUNED, S.FAIL]
     assert searcher._ot_study.trials[0].values == [0.9, 900]
+
+
+def test_dominated_trials_stop_at_rungs_only():
+    from search.tuner import DominatedAtRung
+
+    stop = DominatedAtRung(first_rung=2, k=2)
+    r = lambda it, size, acc, final=0: {"training_iteration": it, "size_bytes": size, "val_acc": acc, "final": final}  # noqa: E731
+    assert not stop("a", r(2, 100, 0.9)) and not stop("b", r(2, 100, 0.8))
+    assert not stop("c", r(3, 200, 0.1))  # not a rung
+    assert stop("d", r(2, 150, 0.5))  # two no-larger trials did better at rung 2
+    assert not stop("e", r(2, 50, 0.1))  # smaller than all: never dominated
+    assert not stop("f", r(2, 150, 0.5, final=1))  # a finished trial is never stopped
+    assert stop.first_rung * 3 == 6 and not stop("g", r(6, 150, 0.5))  # rung 6 has no record yet
