@@ -78,7 +78,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--sampler",
         choices=("tpe", "random"),
         default="tpe",
-        help="tpe: Optuna multi-objective TPE with early stopping of dominated trials (default); random: plain random search over the same space",
+        help="tpe: multi-objective TPE, dominated trials stopped early (default); random: random search over the same space",
     )
     p.add_argument("--dashboard", action="store_true", help="start Ray's dashboard on 127.0.0.1 (local runs)")
     p.add_argument("-v", "--verbose", action="store_true", help="Ray's own progress table and trial logs")
