@@ -5,8 +5,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from safetensors.torch import load_file, save_file
 from fsdd.audio import SAMPLE_RATE, list_wavs, read_wav, trim_silence
 from fsdd.download import default_cache_dir
 from fsdd.errors import DataError
+from fsdd.files import atomic_write
 
 CACHE_VERSION = 2  # bump when the feature computation itself changes
 
@@ -130,18 +129,10 @@ def load_features(data_dir: str | Path, cfg: FeatureConfig, cache_dir: str | Pat
 
 
 def _write_cache(path: Path, names: list[str], feats: list[torch.Tensor], cfg: FeatureConfig) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     lengths = torch.tensor([0] + [len(f) for f in feats], dtype=torch.int64)
     tensors = {"features": torch.cat(feats), "offsets": torch.cumsum(lengths, 0)}
     meta = {"names": json.dumps(names), "config": json.dumps(cfg.to_dict())}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
 def _read_cache(path: Path) -> tuple[list[str], list[torch.Tensor]]:

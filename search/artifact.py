@@ -6,9 +6,7 @@ The format is specified in docs/artifact.md; this module writes it and decodes i
 from __future__ import annotations
 
 import json
-import os
 import struct
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
+from fsdd.files import atomic_write
 from search.config import Config
 from search.size import N_CLASSES, kept_after, layout, weight_shapes
 
@@ -132,16 +131,7 @@ def metadata(cfg: Config, split_hash: str, seed: int) -> dict[str, str]:
 
 def write(path: str | Path, tensors: dict[str, np.ndarray], meta: dict[str, str]) -> int:
     """Write atomically; returns the payload bytes (file size - 8 - header length)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
     return payload_bytes(path)
 
 

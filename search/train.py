@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader
 from fsdd.datamodule import FSDDDataModule, PadCollate
 from fsdd.download import default_cache_dir, resolve_data_dir
 from fsdd.errors import DataError
+from fsdd.files import atomic_write
 from search import artifact
 from search.config import Config, ConfigError, QuantConfig, load_config
 from search.model import LitClassifier, LSTMClassifier, PlainClassifier, build_model
@@ -139,9 +140,7 @@ def float_parent(cfg: Config, dm: FSDDDataModule, cache_dir: str | Path | None =
             return load_file(path)
         net, _ = fit(pcfg, dm)
         state = {k: v.contiguous() for k, v in net.state_dict().items()}
-        tmp = path.with_suffix(".tmp")
-        save_file(state, tmp)
-        tmp.replace(path)
+        atomic_write(path, lambda tmp: save_file(state, tmp))
         return state
 
 
@@ -212,7 +211,8 @@ def save(cfg: Config, net: LSTMClassifier, dm: FSDDDataModule, out_dir: str | Pa
         "quant": q.mode if q.mode != "qat" else f"qat{q.bits}-{q.scale}{'-pc' if q.per_channel else ''}",
         "artifact": None,
     }
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, out_dir / "weights.safetensors")
+    state = {k: v.contiguous() for k, v in net.state_dict().items()}
+    atomic_write(out_dir / "weights.safetensors", lambda tmp: save_file(state, tmp))
     if q.impl == "fast":  # QuantLSTM's integer activations are not part of the artifact format
         floats, biases, codes = artifact.from_model(cfg, net, deployed(cfg, net) if q.mode == "ptq_int8" else None)
         tensors = artifact.build_payload(cfg, floats, biases, (dm.mean.numpy(), dm.std.numpy()), codes)
