@@ -172,6 +172,7 @@ def init_ray(args: argparse.Namespace, settings: dict[str, Any]) -> None:
         ray.init(address=args.address, log_to_driver=args.verbose, logging_level=level)
     else:
         ray.init(
+            address="local",  # a private instance: never join a cluster someone else started here
             include_dashboard=args.dashboard,
             dashboard_host="127.0.0.1",
             log_to_driver=args.verbose,
