@@ -25,7 +25,7 @@ from search.config import ConfigError
 from search.size import KIB
 from search.space import SearchConfig, load_search_config, smallest_size
 
-DEFAULT_TRIALS = 100
+DEFAULT_TRIALS = 150
 DEFAULT_TIME_BUDGET = "30m"
 
 
