@@ -107,3 +107,45 @@ def test_cli_error_has_no_traceback(tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("error: data dir")
+
+
+def test_concurrent_children_train_their_float_parent_once(small_data, cache_dir, monkeypatch):
+    import threading
+
+    import search.train as train_mod
+    from search.config import from_dict
+
+    cfg = from_dict({"model": {"hidden_size": 4}, "train": {"epochs": 2}, "quant": {"mode": "qat", "bits": 4}})
+    dm = train_mod.make_datamodule(cfg, small_data, cache_dir)
+    calls = []
+    real_fit = train_mod.fit
+
+    def counting_fit(*args, **kwargs):
+        calls.append(1)
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "fit", counting_fit)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(train_mod.float_parent(cfg, dm, cache_dir))) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and len(results) == 3
+    assert all(set(r) == set(results[0]) for r in results)
+    # A child with other QAT settings (bits, scale, fine-tuning epochs) shares the parent.
+    other = cfg.replace(quant={"bits": 2, "scale": "po2", "parent_epochs": 2}, train={"epochs": 5})
+    train_mod.float_parent(other, dm, cache_dir)
+    assert len(calls) == 1
+    train_mod.float_parent(cfg.replace(model={"hidden_size": 5}), dm, cache_dir)  # another shape: another parent
+    assert len(calls) == 2
+
+
+def test_diverging_training_raises(small_data, cache_dir):
+    from search.config import from_dict
+    from search.train import fit, make_datamodule
+
+    cfg = from_dict({"model": {"hidden_size": 4}, "train": {"epochs": 2, "lr": float("inf")}})
+    dm = make_datamodule(cfg, small_data, cache_dir)
+    with pytest.raises(FloatingPointError, match="diverged"):
+        fit(cfg, dm)
