@@ -145,7 +145,7 @@ def make_tuner(run_dir: Path, settings: dict[str, Any], verbose: bool, trial_fn:
         sampler: optuna.samplers.BaseSampler = optuna.samplers.RandomSampler(seed=seed)
         stopper = None
     else:
-        sampler = optuna.samplers.TPESampler(multivariate=True, group=True, constant_liar=True, seed=seed, n_startup_trials=8)
+        sampler = optuna.samplers.TPESampler(multivariate=True, group=True, constant_liar=True, seed=seed, n_startup_trials=16)
         stopper = DominatedAtRung(first_rung=max(2, sc.base.train.epochs // 6))
     searcher = FinishedOnlyOptunaSearch(space=space, metric=metric, mode=mode, sampler=sampler)
     return tune.Tuner(
