@@ -207,11 +207,14 @@ def run_search(run_dir: Path, settings: dict[str, Any], args: argparse.Namespace
             tuner = tune.Tuner.restore(str(run_dir), trainable=make_trainable(run_dir, settings, trial_fn), resume_unfinished=True)
         else:
             tuner = make_tuner(run_dir, settings, args.verbose, trial_fn)
-        tuner.fit()
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: exporting what has finished (continue with --resume --name {settings['name']})", flush=True)
+        ran = len(tuner.fit())
+    except KeyboardInterrupt:  # Ray usually handles Ctrl-C itself and returns from fit()
+        ran = 0
     finally:
         ray.shutdown()
     summary = export(run_dir)
     print_summary(summary, run_dir)
+    if ran < settings["trials"]:
+        resume = f"python -m search.run --resume --name {settings['name']} --out {run_dir.parent}"
+        print(f"stopped after {ran} of {settings['trials']} trials (time budget or Ctrl-C); to continue: {resume}")
     return 0
