@@ -18,6 +18,15 @@ def _quantizer_class(q: QuantConfig) -> type:
     return Int8WeightPerTensorFixedPoint if q.scale == "po2" else Int8WeightPerTensorFloat
 
 
+def _weight_kwargs(q: QuantConfig) -> dict:
+    """Brevitas keyword arguments of our weight quantizer, shared by QuantLinear and QuantLSTM."""
+    return {
+        "weight_quant": _quantizer_class(q),
+        "weight_bit_width": q.bits,
+        "weight_scaling_per_output_channel": q.per_channel,
+    }
+
+
 def weight_quantizer(out_features: int, in_features: int, q: QuantConfig) -> nn.Module:
     """A Brevitas weight-quantizer proxy for a (out_features, in_features) weight.
 
@@ -29,9 +38,7 @@ def weight_quantizer(out_features: int, in_features: int, q: QuantConfig) -> nn.
         in_features,
         out_features,
         bias=False,
-        weight_quant=_quantizer_class(q),
-        weight_bit_width=q.bits,
-        weight_scaling_per_output_channel=q.per_channel,
+        **_weight_kwargs(q),
     )
     return layer.weight_quant
 
@@ -60,9 +67,7 @@ def quantlstm(input_size: int, hidden_size: int, q: QuantConfig) -> nn.Module:
         input_size,
         hidden_size,
         batch_first=True,
-        weight_quant=_quantizer_class(q),
-        weight_bit_width=q.bits,
-        weight_scaling_per_output_channel=q.per_channel,
+        **_weight_kwargs(q),
         bias_quant=None,
         **kwargs,
     )

@@ -45,7 +45,7 @@ class SearchConfig:
     space: Space = field(default_factory=Space)
 
 
-def _space_from_dict(raw: Any, where: str = "space") -> Space:
+def space_from_dict(raw: Any, where: str = "space") -> Space:
     if raw is None:
         return Space()
     if not isinstance(raw, dict):
@@ -107,7 +107,7 @@ def load_search_config(path: str | Path) -> SearchConfig:
         unknown = set(raw) - {"base", "space"}
         if unknown:
             raise ConfigError(f"unknown field '{sorted(unknown)[0]}' (known: base, space)")
-        sc = SearchConfig(from_dict(raw.get("base")), _space_from_dict(raw.get("space")))
+        sc = SearchConfig(from_dict(raw.get("base")), space_from_dict(raw.get("space")))
         check_against_base(sc)
         return sc
     except ConfigError as e:

@@ -20,7 +20,7 @@ from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
 from search.config import from_dict
-from search.space import SearchConfig, _space_from_dict, define
+from search.space import SearchConfig, define, space_from_dict
 from search.trainable import run_trial
 
 
@@ -116,7 +116,7 @@ class Progress(tune.Callback):
 
 
 def search_config(settings: dict[str, Any]) -> SearchConfig:
-    return SearchConfig(from_dict(settings["base"]), _space_from_dict(settings["space"]))
+    return SearchConfig(from_dict(settings["base"]), space_from_dict(settings["space"]))
 
 
 def make_trainable(run_dir: Path, settings: dict[str, Any], trial_fn: Callable = run_trial):
