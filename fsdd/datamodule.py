@@ -16,15 +16,30 @@ from fsdd.splits import Split, make_split
 N_CLASSES = 10
 
 
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # padded x (B, T, C), lengths (B,), labels (B,)
+
+
 class Clips(Dataset):
+    """One part's clips, zero-padded once into one tensor: a batch is then an index and a
+    slice (`__getitems__`, which DataLoader prefers), not a per-batch pad of 32 tensors."""
+
     def __init__(self, feats: list[torch.Tensor], labels: list[int]):
         self.feats, self.labels = feats, labels
+        self.lengths = torch.tensor([f.shape[0] for f in feats], dtype=torch.long)
+        self.padded = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True)
+        self.targets = torch.tensor(labels, dtype=torch.long)
 
     def __len__(self) -> int:
         return len(self.feats)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         return self.feats[i], self.labels[i]
+
+    def __getitems__(self, idx: list[int]) -> Batch:
+        """The clips `idx`, padded to the longest of them, with their true lengths and labels."""
+        i = torch.tensor(idx, dtype=torch.long)
+        lengths = self.lengths[i]
+        return self.padded[i, : int(lengths.max())], lengths, self.targets[i]
 
 
 class BucketBatchSampler(Sampler[list[int]]):
@@ -55,24 +70,21 @@ class BucketBatchSampler(Sampler[list[int]]):
         return (len(self.lengths) + self.batch_size - 1) // self.batch_size
 
 
-class PadCollate:
-    """Pads a batch to its longest clip and returns the true lengths, so the model can read
-    each clip's output at its own last step. Optionally augments (training only): zero whole
-    MFCC channels and whole frames, each with its own probability."""
+class Augment:
+    """The DataLoader's collate step over `Clips.__getitems__` batches. With probabilities
+    set (training only) it zeroes whole MFCC channels and whole frames of each clip."""
 
     def __init__(self, channel_drop: float = 0.0, frame_drop: float = 0.0, generator: torch.Generator | None = None):
         self.channel_drop, self.frame_drop, self.generator = channel_drop, frame_drop, generator
 
-    def __call__(self, batch: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        feats, labels = zip(*batch, strict=True)
-        lengths = torch.tensor([len(f) for f in feats])
-        x = torch.nn.utils.rnn.pad_sequence(list(feats), batch_first=True)
+    def __call__(self, batch: Batch) -> Batch:
+        x, lengths, y = batch
         if self.channel_drop > 0 or self.frame_drop > 0:
             b, t, c = x.shape
             keep_ch = torch.rand(b, 1, c, generator=self.generator) >= self.channel_drop
             keep_fr = torch.rand(b, t, 1, generator=self.generator) >= self.frame_drop
             x = x * keep_ch * keep_fr
-        return x, lengths, torch.tensor(labels)
+        return x, lengths, y
 
 
 class FSDDDataModule(pl.LightningDataModule):
@@ -116,8 +128,8 @@ class FSDDDataModule(pl.LightningDataModule):
     def loader(self, part: str, train: bool = False, batch_size: int | None = None) -> DataLoader:
         """Batches of one part ("train", "val", "test"); augmented and shuffled only if `train`."""
         ds = self.sets[part]
-        sampler = BucketBatchSampler([len(f) for f in ds.feats], batch_size or self.batch_size, train, self.seed)
-        collate = PadCollate(self.channel_drop, self.frame_drop, torch.Generator().manual_seed(self.seed)) if train else PadCollate()
+        sampler = BucketBatchSampler(ds.lengths.tolist(), batch_size or self.batch_size, train, self.seed)
+        collate = Augment(self.channel_drop, self.frame_drop, torch.Generator().manual_seed(self.seed)) if train else Augment()
         return DataLoader(ds, batch_sampler=sampler, collate_fn=collate)
 
     def train_dataloader(self) -> DataLoader:

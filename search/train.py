@@ -27,7 +27,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 
-from fsdd.datamodule import FSDDDataModule, PadCollate
+from fsdd.datamodule import Augment, FSDDDataModule
 from fsdd.download import default_cache_dir, resolve_data_dir
 from fsdd.errors import DataError
 from fsdd.files import atomic_write
@@ -146,7 +146,7 @@ def float_parent(cfg: Config, dm: FSDDDataModule, cache_dir: str | Path | None =
 
 def predict(net: torch.nn.Module, dm: FSDDDataModule, part: str, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     """Predicted and true classes of one part, in the split's (file name) order."""
-    loader = DataLoader(dm.sets[part], batch_size=batch_size, collate_fn=PadCollate())
+    loader = DataLoader(dm.sets[part], batch_size=batch_size, collate_fn=Augment())
     preds, labels = [], []
     with torch.no_grad():
         for x, lengths, y in loader:

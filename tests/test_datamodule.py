@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fsdd.audio import parse_name
-from fsdd.datamodule import BucketBatchSampler, FSDDDataModule, PadCollate
+from fsdd.datamodule import Augment, BucketBatchSampler, Clips, FSDDDataModule
 from fsdd.features import FeatureConfig, load_features
 from search.model import LSTMClassifier
 
@@ -55,8 +55,8 @@ def test_padding_does_not_leak_into_logits(data) -> None:
     # Clips of clearly different lengths, shortest and longest included.
     by_len = sorted(range(len(feats)), key=lambda i: len(feats[i]))
     pick = [by_len[0], by_len[len(by_len) // 3], by_len[2 * len(by_len) // 3], by_len[-1], by_len[5]]
-    batch = [(feats[i], parse_name(names[i])[0]) for i in pick]
-    x, lengths, y = PadCollate()(batch)
+    clips = Clips(feats, [parse_name(n)[0] for n in names])
+    x, lengths, y = Augment()(clips.__getitems__(pick))
     assert len(set(lengths.tolist())) >= 4
     assert x.shape == (len(pick), max(lengths).item(), CFG.n_mfcc)
     for b, i in enumerate(pick):
@@ -151,21 +151,21 @@ def test_train_loader_without_augmentation_is_exact(data) -> None:
             assert torch.equal(x[b, : lengths[b]], normalized(dm, feats, i))
 
 
-def test_pad_collate_augmentation() -> None:
-    feats = [torch.ones(n, 13) for n in (30, 50, 70, 90)]
-    batch = [(f, 3) for f in feats]
-    x0, lengths, y = PadCollate()(batch)
-    assert torch.equal(x0, torch.nn.utils.rnn.pad_sequence(feats, batch_first=True))
+def test_augmentation() -> None:
+    feats = [torch.ones(n, 13) for n in (30, 50, 70, 90, 10)]
+    batch = Clips(feats, [3] * 5).__getitems__([0, 1, 2, 3])
+    x0, lengths, y = Augment()(batch)
+    assert torch.equal(x0, torch.nn.utils.rnn.pad_sequence(feats[:4], batch_first=True))
     assert lengths.tolist() == [30, 50, 70, 90] and y.tolist() == [3] * 4
 
-    x, _, _ = PadCollate(0.5, 0.5, torch.Generator().manual_seed(1))(batch)
+    x, _, _ = Augment(0.5, 0.5, torch.Generator().manual_seed(1))(batch)
     for b, n in enumerate(lengths.tolist()):
         ch, fr = dropped(x[b, :n], x0[b, :n])
         assert ch.any() and fr.any() and not ch.all() and not fr.all()
-    again, _, _ = PadCollate(0.5, 0.5, torch.Generator().manual_seed(1))(batch)
+    again, _, _ = Augment(0.5, 0.5, torch.Generator().manual_seed(1))(batch)
     assert torch.equal(x, again)  # reproducible from the generator
 
-    only_ch, _, _ = PadCollate(0.5, 0.0, torch.Generator().manual_seed(2))(batch)
+    only_ch, _, _ = Augment(0.5, 0.0, torch.Generator().manual_seed(2))(batch)
     for b, n in enumerate(lengths.tolist()):
         ch, fr = dropped(only_ch[b, :n], x0[b, :n])
         assert not fr.any()
