@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from search.config import Config, QuantConfig
-from search.quant import quantlstm, weight_quantizer
+from search.quant import fake_quant, quantlstm, weight_quantizer
 from search.size import N_CLASSES
 
 
@@ -36,7 +36,7 @@ class FusedLSTM(nn.Module):
     def effective_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
         w_ih, w_hh = self.weight_ih_l0, self.weight_hh_l0
         if self.wq_ih is not None:
-            w_ih, w_hh = self.wq_ih(w_ih).value, self.wq_hh(w_hh).value
+            w_ih, w_hh = fake_quant(self.wq_ih, w_ih), fake_quant(self.wq_hh, w_hh)
         return w_ih, w_hh
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -55,7 +55,7 @@ class QLinear(nn.Linear):
         self.wq = weight_quantizer(out_features, in_features, quant) if quant else None
 
     def effective_weight(self) -> torch.Tensor:
-        return self.weight if self.wq is None else self.wq(self.weight).value
+        return self.weight if self.wq is None else fake_quant(self.wq, self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.effective_weight(), self.bias)

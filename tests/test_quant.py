@@ -7,7 +7,7 @@ import torch
 
 from search.config import QuantConfig, from_dict
 from search.model import LSTMClassifier, PlainClassifier, build_model
-from search.quant import dynamic_int8, int_weights, weight_quantizer
+from search.quant import dynamic_int8, fake_quant, int_weights, weight_quantizer
 from search.train import warm_start
 
 
@@ -27,6 +27,25 @@ def test_weight_quantizer_codes_and_scales(bits, scale, per_channel):
     torch.testing.assert_close(fq, codes.float() * (s.reshape(-1, 1) if per_channel else s), rtol=0, atol=0)
     fq.sum().backward()  # straight-through estimator: gradients reach the float weights
     assert w.grad is not None and w.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+@pytest.mark.parametrize("scale", ["float", "po2"])
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_fake_quant_is_brevitas_forward_with_straight_through_gradient(bits, scale, per_channel):
+    proxy = weight_quantizer(24, 7, QuantConfig(mode="qat", bits=bits, scale=scale, per_channel=per_channel))
+    w = torch.randn(24, 7, requires_grad=True)
+    for step in range(3):  # new values each call, as in training: the traced graph must not freeze them
+        with torch.no_grad():
+            w.mul_(1.5).add_(0.1 * step)
+        fq = fake_quant(proxy, w)
+        assert torch.equal(fq, proxy(w).value)  # bit for bit Brevitas's value
+        g = torch.randn(24, 7)
+        w.grad = None
+        fq.backward(g)
+        assert torch.equal(w.grad, g)  # straight through: the scale is a constant
+    # The fast traced graph is in use (not the fallback to Brevitas's module).
+    assert all(isinstance(fn, torch.jit.ScriptModule | torch.jit.ScriptFunction) for fn in proxy._traced.values())
 
 
 def test_qat_forward_uses_quantized_weights():
