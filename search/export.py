@@ -19,6 +19,7 @@ from typing import Any
 
 from fsdd.errors import DataError
 from search.config import from_dict
+from search.selection import pareto_front, record_key
 from search.size import KIB
 
 # The manual study's table (../shared/manual-study.md): label, KiB in its own convention
@@ -53,16 +54,6 @@ def all_points(run_dir: Path) -> list[tuple[float, float, bool]]:
             if not last.get("infeasible") and "size_bytes" in last:
                 points.append((last["size_bytes"] / KIB, last["val_acc"], bool(last.get("final"))))
     return points
-
-
-def pareto_front(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Non-dominated records: no other is at least as accurate (validation) and smaller."""
-    front, best = [], -1.0
-    for r in sorted(records, key=lambda r: (r["size_bytes"], -r["val_acc"])):
-        if r["val_acc"] > best:
-            front.append(r)
-            best = r["val_acc"]
-    return front
 
 
 def _sha256(path: Path) -> str:
@@ -107,6 +98,7 @@ def export(run_dir: str | Path, data_dir: str | Path | None = None, cache_dir: s
                 "rank": rank,
                 "trial_id": r["trial_id"],
                 "val_acc": r["val_acc"],
+                "val_loss": r.get("val_loss"),
                 "test_acc": test_acc,
                 "verify_test_acc": check["test_acc"],
                 "verify_agree": check["agree"],
@@ -126,8 +118,8 @@ def export(run_dir: str | Path, data_dir: str | Path | None = None, cache_dir: s
                 "config": cfg.to_dict(),
             }
         )
-    # The winner is chosen on validation (test accuracy only reports it), smaller on a tie.
-    winner = max(rows, key=lambda x: (x["val_acc"], -x["size_bytes"])) if rows else None
+    # The winner is chosen on validation (test accuracy only reports it): the top of the front.
+    winner = max(rows, key=lambda x: (*record_key(x), -x["size_bytes"])) if rows else None
     summary = {
         "name": settings["name"],
         "budget_bytes": budget,

@@ -104,7 +104,7 @@ def build_model(cfg: Config) -> LSTMClassifier:
 
 
 class LitClassifier(pl.LightningModule):
-    """Trains an LSTMClassifier with Adam; logs train_loss, val_acc (and the LR via callback)."""
+    """Trains an LSTMClassifier with Adam; logs train_loss, val_acc, val_loss (and the LR via callback)."""
 
     def __init__(self, cfg: Config, net: LSTMClassifier | None = None):
         super().__init__()
@@ -142,14 +142,18 @@ class LitClassifier(pl.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self._correct = self._seen = 0
+        self._val_loss = 0.0
 
     def validation_step(self, batch: tuple, batch_idx: int) -> None:
         x, lengths, y = batch
-        self._correct += (self(x, lengths).argmax(1) == y).sum().item()
+        logits = self(x, lengths)
+        self._correct += (logits.argmax(1) == y).sum().item()
+        self._val_loss += F.cross_entropy(logits, y, reduction="sum").item()
         self._seen += len(y)
 
     def on_validation_epoch_end(self) -> None:
         self.log("val_acc", self._correct / max(self._seen, 1))
+        self.log("val_loss", self._val_loss / max(self._seen, 1))
 
     def configure_optimizers(self):
         t = self.cfg.train

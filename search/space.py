@@ -178,6 +178,34 @@ def define(trial: optuna.Trial, sc: SearchConfig, budget: int) -> dict[str, Any]
     return derived
 
 
+def start_points(sc: SearchConfig) -> list[dict[str, Any]]:
+    """The searcher's first guesses, tried before anything is sampled: the largest model the
+    budget allows (size_frac 1), no pruning, the base training and front end, for 4-bit and
+    8-bit warm-started QAT and for float32 (the manual study's lesson: at a size budget, a
+    wide quantized model beats a narrow float one). Only values the space contains are used.
+    """
+    s, base = sc.space, sc.base
+
+    def pick(options: tuple, preferred: Any) -> Any:
+        return preferred if preferred in options else options[0]
+
+    common = {
+        "n_mfcc": pick(s.n_mfcc, base.features.n_mfcc),
+        "hop_length": pick(s.hop_length, base.features.hop_length),
+        "lr": min(max(base.train.lr, s.lr[0]), s.lr[-1]),
+        "size_frac": 1.0,
+        **({"prune": False} if s.prune else {}),
+    }
+    points = []
+    if "qat" in s.quant_modes:
+        for bits in sorted({min(max(4, s.qat_bits[0]), s.qat_bits[-1]), s.qat_bits[-1]}):
+            qat = {"bits": bits, "scale": pick(s.qat_scales, "float"), "per_channel": pick(s.qat_per_channel, False)}
+            points.append({"quant": "qat", **qat, "warm_start": pick(s.qat_warm_start, True), **common})
+    if "fp32" in s.quant_modes:
+        points.append({"quant": "fp32", **common})
+    return points
+
+
 def smallest_size(sc: SearchConfig) -> int:
     """Size of the smallest model the space can express (fails fast on an impossible budget)."""
     s, best = sc.space, math.inf

@@ -12,6 +12,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import math
 import sys
 import time
 import warnings
@@ -19,9 +20,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from pytorch_lightning.callbacks import Callback, LearningRateMonitor
 from pytorch_lightning.loggers import TensorBoardLogger
 from safetensors.torch import load_file, save_file
@@ -36,21 +37,24 @@ from search.config import Config, ConfigError, QuantConfig, load_config
 from search.model import LitClassifier, LSTMClassifier, PlainClassifier, build_model
 from search.prune import effective_state_dict, measured_sparsity, pruning_callback
 from search.quant import dynamic_int8
+from search.selection import selection_key
 from search.size import n_params, size_bytes, size_bytes_study, sparsity
 
 
 class BestState(Callback):
-    """Keeps, in memory, the weights of the epoch with the best validation accuracy, counting
-    only epochs after the last pruning step (earlier ones have fewer zeros than the artifact).
+    """Keeps, in memory, the weights of the best epoch (`selection_key`), counting only
+    epochs after the last pruning step (earlier ones have fewer zeros than the artifact).
     In memory rather than ModelCheckpoint: no pickle files, and no mid-schedule checkpoints."""
 
     def __init__(self, first_epoch: int = 0):
-        self.first_epoch, self.val_acc, self.epoch, self.state = first_epoch, -1.0, -1, None
+        self.first_epoch, self.key, self.val_acc, self.epoch, self.state = first_epoch, (-1.0, -math.inf), -1.0, -1, None
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        acc = float(trainer.callback_metrics.get("val_acc", -1.0))
-        if trainer.current_epoch >= self.first_epoch and acc > self.val_acc:
-            self.val_acc, self.epoch = acc, trainer.current_epoch
+        m = trainer.callback_metrics
+        acc = float(m.get("val_acc", -1.0))
+        key = selection_key(acc, float(m.get("val_loss", math.inf)))
+        if trainer.current_epoch >= self.first_epoch and key > self.key:
+            self.key, self.val_acc, self.epoch = key, acc, trainer.current_epoch
             self.state = effective_state_dict(pl_module.net)
 
 
@@ -144,20 +148,21 @@ def float_parent(cfg: Config, dm: FSDDDataModule, cache_dir: str | Path | None =
         return state
 
 
-def predict(net: torch.nn.Module, dm: FSDDDataModule, part: str, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Predicted and true classes of one part, in the split's (file name) order."""
+def logits(net: torch.nn.Module, dm: FSDDDataModule, part: str, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and true classes of one part, in the split's (file name) order."""
     loader = DataLoader(dm.sets[part], batch_size=batch_size, collate_fn=Augment())
-    preds, labels = [], []
+    out, labels = [], []
     with torch.no_grad():
         for x, lengths, y in loader:
-            preds.append(net(x, lengths).argmax(1))
+            out.append(net(x, lengths))
             labels.append(y)
-    return torch.cat(preds).numpy(), torch.cat(labels).numpy()
+    return torch.cat(out), torch.cat(labels)
 
 
-def accuracy(net: torch.nn.Module, dm: FSDDDataModule, part: str, batch_size: int) -> float:
-    preds, labels = predict(net, dm, part, batch_size)
-    return float((preds == labels).mean())
+def evaluate(net: torch.nn.Module, dm: FSDDDataModule, part: str, batch_size: int) -> tuple[float, float]:
+    """Accuracy and mean cross-entropy of `net` on one part."""
+    z, y = logits(net, dm, part, batch_size)
+    return (z.argmax(1) == y).sum().item() / len(y), float(F.cross_entropy(z, y))
 
 
 def deployed(cfg: Config, net: LSTMClassifier) -> torch.nn.Module:
@@ -180,15 +185,14 @@ def train(
     out_dir: str | Path,
     callbacks: Sequence[Callback] = (),
     cache_dir: str | Path | None = None,
-) -> tuple[LSTMClassifier, float]:
-    """Train `cfg` (warm-started from its cached float parent for QAT); validation-selected
-    network and the validation accuracy of the deployed model. The test split is not touched."""
+) -> tuple[LSTMClassifier, float, float]:
+    """Train `cfg` (warm-started from its cached float parent for QAT); the validation-selected
+    network, and the validation accuracy and loss of the deployed model. Test is not touched."""
     q = cfg.quant
     init = float_parent(cfg, dm, cache_dir) if q.mode == "qat" and q.warm_start else None
-    net, val_acc = fit(cfg, dm, out_dir, callbacks, init)
-    if q.mode == "ptq_int8":
-        val_acc = accuracy(deployed(cfg, net), dm, "val", eval_batch(cfg))
-    return net, val_acc
+    net, _ = fit(cfg, dm, out_dir, callbacks, init)
+    val_acc, val_loss = evaluate(deployed(cfg, net), dm, "val", eval_batch(cfg))
+    return net, val_acc, val_loss
 
 
 def save(cfg: Config, net: LSTMClassifier, dm: FSDDDataModule, out_dir: str | Path) -> dict[str, Any]:
@@ -234,10 +238,11 @@ def load_net(cfg: Config, weights: str | Path) -> LSTMClassifier:
 def test(cfg: Config, net: LSTMClassifier, dm: FSDDDataModule, out_dir: str | Path) -> float:
     """Test accuracy of the deployed model; writes its per-clip predictions (predictions.json),
     which search.verify compares with the reference decoder's."""
-    preds, labels = predict(deployed(cfg, net), dm, "test", eval_batch(cfg))
+    z, labels = logits(deployed(cfg, net), dm, "test", eval_batch(cfg))
+    preds = z.argmax(1)
     names = [dm.names[i] for i in dm.split.test]
     (Path(out_dir) / "predictions.json").write_text(json.dumps(dict(zip(names, preds.tolist(), strict=True))))
-    return float((preds == labels).mean())
+    return (preds == labels).sum().item() / len(labels)
 
 
 def run(
@@ -252,9 +257,9 @@ def run(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     dm = make_datamodule(cfg, data_dir, cache_dir)
-    net, val_acc = train(cfg, dm, out_dir, callbacks, cache_dir)
+    net, val_acc, val_loss = train(cfg, dm, out_dir, callbacks, cache_dir)
     record = save(cfg, net, dm, out_dir)
-    result = {"val_acc": val_acc, "test_acc": test(cfg, net, dm, out_dir), **record}
+    result = {"val_acc": val_acc, "val_loss": val_loss, "test_acc": test(cfg, net, dm, out_dir), **record}
     result["wall_s"] = round(time.time() - start, 1)
     (out_dir / "result.json").write_text(json.dumps(result, indent=2))
     return result

@@ -31,6 +31,7 @@ class TuneReport(pl.Callback):
         tune.report(
             {
                 "val_acc": float(m.get("val_acc", 0.0)),
+                "val_loss": float(m.get("val_loss", float("nan"))),
                 "train_loss": float(m.get("train_loss", float("nan"))),
                 "sparsity": sparsity,
                 "size_bytes": self.size,
@@ -69,6 +70,7 @@ def run_trial(
         tune.report(
             {
                 "val_acc": 0.0,
+                "val_loss": 0.0,
                 "train_loss": 0.0,
                 "sparsity": 0.0,
                 "size_bytes": size,
@@ -80,14 +82,15 @@ def run_trial(
         return
     torch.set_num_threads(threads)
     dm = make_datamodule(cfg, data_dir, cache_dir)
-    net, val_acc = train(cfg, dm, out, [TuneReport(size)], cache_dir)
+    net, val_acc, val_loss = train(cfg, dm, out, [TuneReport(size)], cache_dir)
     record = save(cfg, net, dm, out)
-    record.update(val_acc=val_acc, trial_id=trial_id, params=params)
+    record.update(val_acc=val_acc, val_loss=val_loss, trial_id=trial_id, params=params)
     # Written before the final report: a trial that has record.json is finished, whatever Ray saved.
     (out / "record.json").write_text(json.dumps(record, indent=1))
     tune.report(
         {
             "val_acc": val_acc,
+            "val_loss": val_loss,
             "sparsity": record["sparsity"],
             "size_bytes": size,
             "size_kib": size / 1024,

@@ -20,7 +20,7 @@ from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
 from search.config import from_dict
-from search.space import SearchConfig, define, space_from_dict
+from search.space import SearchConfig, define, space_from_dict, start_points
 from search.trainable import run_trial
 
 
@@ -143,11 +143,12 @@ def make_tuner(run_dir: Path, settings: dict[str, Any], verbose: bool, trial_fn:
     if settings.get("sampler", "tpe") == "random":
         # The baseline: uniform random points of the same space, every trial trained to the end.
         sampler: optuna.samplers.BaseSampler = optuna.samplers.RandomSampler(seed=seed)
-        stopper = None
+        stopper, first = None, []
     else:
         sampler = optuna.samplers.TPESampler(multivariate=True, group=True, constant_liar=True, seed=seed, n_startup_trials=16)
         stopper = DominatedAtRung(first_rung=max(2, sc.base.train.epochs // 6))
-    searcher = FinishedOnlyOptunaSearch(space=space, metric=metric, mode=mode, sampler=sampler)
+        first = start_points(sc)
+    searcher = FinishedOnlyOptunaSearch(space=space, metric=metric, mode=mode, sampler=sampler, points_to_evaluate=first)
     return tune.Tuner(
         make_trainable(run_dir, settings, trial_fn),
         tune_config=tune.TuneConfig(

@@ -8,9 +8,19 @@ import optuna
 import pytest
 
 from search.config import ConfigError, from_dict, validate
-from search.export import pareto_front
+from search.selection import pareto_front
 from search.size import size_bytes
-from search.space import SearchConfig, Space, check_against_base, define, load_search_config, prune_schedule, smallest_size, to_config
+from search.space import (
+    SearchConfig,
+    Space,
+    check_against_base,
+    define,
+    load_search_config,
+    prune_schedule,
+    smallest_size,
+    start_points,
+    to_config,
+)
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -62,6 +72,27 @@ def test_infeasible_is_marked_with_an_optuna_constraint():
     assert seen == {True, False}
 
 
+@pytest.mark.parametrize("budget_kib", [2, 36])
+def test_start_points_are_the_largest_models_that_fit(budget_kib):
+    sc = load_search_config("configs/search.yaml")
+    budget = int(budget_kib * 1024)
+    points = start_points(sc)
+    assert [(p["quant"], p.get("bits")) for p in points] == [("qat", 4), ("qat", 8), ("fp32", None)]
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for point in points:
+        study.enqueue_trial(point)
+        trial = study.ask()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # Optuna warns when a fixed value is outside the space
+            derived = define(trial, sc, budget)
+        assert trial.params == point  # every parameter given, nothing sampled
+        assert derived["feasible"] and derived["size_bytes"] <= budget
+        bigger = [h for h in sc.space.hidden_sizes if h > derived["hidden_size"]]
+        if bigger:  # the next hidden size would not fit: the budget is filled
+            nxt = to_config(sc.base, {**trial.params, **derived, "hidden_size": min(bigger)})
+            assert size_bytes(nxt) > budget
+
+
 def test_prune_schedule_reaches_target():
     steps = prune_schedule(0.8, 2, 10, 3)
     assert [e for e, _ in steps] == [2, 6, 10]
@@ -93,6 +124,17 @@ def test_pareto_front():
     recs = [{"size_bytes": s, "val_acc": a} for s, a in [(100, 0.5), (200, 0.4), (300, 0.7), (300, 0.6), (50, 0.5), (400, 0.7)]]
     front = pareto_front(recs)
     assert [(r["size_bytes"], r["val_acc"]) for r in front] == [(50, 0.5), (300, 0.7)]
+
+
+def test_pareto_front_breaks_accuracy_ties_by_validation_loss():
+    recs = [
+        {"size_bytes": 100, "val_acc": 0.99, "val_loss": 0.08},
+        {"size_bytes": 200, "val_acc": 0.99, "val_loss": 0.03},  # same accuracy, more confident: kept
+        {"size_bytes": 300, "val_acc": 0.99, "val_loss": 0.05},  # dominated by the 200 B one
+        {"size_bytes": 150, "val_acc": 0.98, "val_loss": 0.01},  # lower accuracy: loss does not help
+    ]
+    front = pareto_front(recs)
+    assert [r["size_bytes"] for r in front] == [100, 200]
 
 
 def test_early_stopped_and_failed_trials_do_not_reach_optuna_as_complete():
