@@ -191,7 +191,7 @@ def print_summary(summary: dict[str, Any], run_dir: Path) -> None:
         print("no trial finished within the budget yet")
         return
     print(
-        f"winner (best validation accuracy within {summary['budget_bytes'] / KIB:g} KiB): {w['quant']} h{w['hidden_size']}, "
+        f"winner (best on validation within {summary['budget_bytes'] / KIB:g} KiB): {w['quant']} h{w['hidden_size']}, "
         f"{w['size_bytes']} B = {w['size_kib']:.2f} KiB, val {w['val_acc']:.4f}, test {w['test_acc']:.4f}"
     )
     print(f"  artifact: {run_dir / w['artifact']}")

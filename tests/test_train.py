@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from search import artifact
 from search.train import main
@@ -153,3 +154,19 @@ def test_diverging_training_raises(small_data, cache_dir):
     dm = make_datamodule(cfg, small_data, cache_dir)
     with pytest.raises(FloatingPointError, match="diverged"):
         fit(cfg, dm)
+
+
+def test_best_epoch_is_best_accuracy_then_lowest_loss():
+    from types import SimpleNamespace
+
+    from search.model import LSTMClassifier
+    from search.train import BestState
+
+    best = BestState(first_epoch=1)
+    module = SimpleNamespace(net=LSTMClassifier(4, 3))
+    history = [(0.99, 0.01), (0.90, 0.5), (0.95, 0.4), (0.95, 0.2), (0.95, 0.3), (0.94, 0.01)]
+    for epoch, (acc, loss) in enumerate(history):
+        trainer = SimpleNamespace(current_epoch=epoch, callback_metrics={"val_acc": torch.tensor(acc), "val_loss": torch.tensor(loss)})
+        best.on_train_epoch_end(trainer, module)
+    # Epoch 0 is before the last pruning step (first_epoch=1); 3 ties 2 and 4 on accuracy with the lowest loss.
+    assert best.epoch == 3 and best.val_acc == pytest.approx(0.95)
