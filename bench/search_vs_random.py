@@ -1,6 +1,6 @@
 """The search against plain random search over the same space, on the same clock.
 
-    FSDD_DIR=../shared/fsdd/recordings python bench/search_vs_random.py [--minutes 8]
+    FSDD_DIR=../shared/fsdd/recordings python bench/search_vs_random.py [--minutes 8] [--budgets 36 2]
 
 Runs four searches one after the other, each with the same wall-clock budget: ours (TPE +
 ASHA) and random search (Optuna's RandomSampler through Ray Tune, no early stopping), at
@@ -26,25 +26,28 @@ from search.run import main as run_main
 CASES = [(36.0, 0.99), (2.0, 0.97)]
 
 
-def curve(run_dir: Path) -> list[tuple[float, float, int]]:
-    """(seconds since start, validation accuracy, size) of every finished feasible trial."""
+def curve(run_dir: Path) -> list[tuple[float, float, int, str]]:
+    """(seconds since start, validation accuracy, size, model) of every finished feasible trial."""
     started = json.loads((run_dir / "search.json").read_text())["started_ts"]
     points = []
     for f in run_dir.glob("*/result.json"):
         for line in f.read_text().splitlines():
             r = json.loads(line)
             if r.get("final") and not r.get("infeasible"):
-                points.append((r["timestamp"] - started, r["val_acc"], r["size_bytes"]))
+                c = r.get("config", {})
+                model = f"{c.get('quant')}{c.get('bits', '')} {r['size_bytes']} B"
+                points.append((r["timestamp"] - started, r["val_acc"], r["size_bytes"], model))
     return sorted(points)
 
 
-def figures(points: list[tuple[float, float, int]], target: float, seconds: float) -> dict:
-    hit = next((t for t, acc, _ in points if acc >= target), None)
-    best = max((acc for _, acc, _ in points), default=0.0)
-    best_half = max((acc for t, acc, _ in points if t <= seconds / 2), default=0.0)
+def figures(points: list[tuple[float, float, int, str]], target: float, seconds: float) -> dict:
+    hit = next(((t, model) for t, acc, _, model in points if acc >= target), None)
+    best = max((acc for _, acc, _, _ in points), default=0.0)
+    best_half = max((acc for t, acc, _, _ in points if t <= seconds / 2), default=0.0)
     return {
         "finished_trials": len(points),
-        "time_to_target_s": None if hit is None else round(hit, 1),
+        "time_to_target_s": None if hit is None else round(hit[0], 1),
+        "first_at_target": None if hit is None else hit[1],
         "best_val_acc": best,
         "best_val_acc_at_half_time": best_half,
     }
@@ -54,12 +57,13 @@ def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--minutes", type=float, default=8.0, help="wall-clock budget of each of the four searches")
     p.add_argument("--data-dir")
+    p.add_argument("--budgets", type=float, nargs="+", default=[b for b, _ in CASES], choices=[b for b, _ in CASES])
     args = p.parse_args()
     data_dir = str(resolve_data_dir(args.data_dir))
     seconds = args.minutes * 60
     out: dict = {"minutes_per_search": args.minutes}
     with tempfile.TemporaryDirectory() as tmp:
-        for budget_kb, target in CASES:
+        for budget_kb, target in [c for c in CASES if c[0] in args.budgets]:
             case: dict = {"target_val_acc": target}
             for sampler in ("tpe", "random"):
                 name = f"{sampler}-{budget_kb:g}"

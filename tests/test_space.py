@@ -77,7 +77,7 @@ def test_start_points_are_the_largest_models_that_fit(budget_kib):
     sc = load_search_config("configs/search.yaml")
     budget = int(budget_kib * 1024)
     points = start_points(sc)
-    assert [(p["quant"], p.get("bits")) for p in points] == [("qat", 4), ("qat", 8), ("fp32", None)]
+    assert [(p["quant"], p.get("bits")) for p in points] == [("qat", 4), ("fp32", None), ("qat", 8)]
     study = optuna.create_study(directions=["maximize", "minimize"])
     for point in points:
         study.enqueue_trial(point)
