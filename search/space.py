@@ -202,7 +202,7 @@ def start_points(sc: SearchConfig) -> list[dict[str, Any]]:
     points = []
     if "qat" in s.quant_modes:
         points.append({**qat, "bits": min(max(4, s.qat_bits[0]), s.qat_bits[-1]), **common})
-    if "fp32" in s.quant_modes:  # second: it needs no float parent, so it finishes first
+    if "fp32" in s.quant_modes:  # second: the cheapest to train, an early answer at loose budgets
         points.append({"quant": "fp32", **common})
     if "qat" in s.quant_modes and s.qat_bits[-1] != points[0]["bits"]:
         points.append({**qat, "bits": s.qat_bits[-1], **common})
