@@ -47,14 +47,17 @@ class BestState(Callback):
     In memory rather than ModelCheckpoint: no pickle files, and no mid-schedule checkpoints."""
 
     def __init__(self, first_epoch: int = 0):
-        self.first_epoch, self.key, self.val_acc, self.epoch, self.state = first_epoch, (-1.0, -math.inf), -1.0, -1, None
+        self.first_epoch, self.key, self.epoch, self.state = first_epoch, (-1.0, -math.inf), -1, None
+
+    @property
+    def val_acc(self) -> float:
+        return self.key[0]
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         m = trainer.callback_metrics
-        acc = float(m.get("val_acc", -1.0))
-        key = selection_key(acc, float(m.get("val_loss", math.inf)))
+        key = selection_key(float(m.get("val_acc", -1.0)), float(m.get("val_loss", math.inf)))
         if trainer.current_epoch >= self.first_epoch and key > self.key:
-            self.key, self.val_acc, self.epoch = key, acc, trainer.current_epoch
+            self.key, self.epoch = key, trainer.current_epoch
             self.state = effective_state_dict(pl_module.net)
 
 
@@ -71,8 +74,8 @@ def fit(
     log_dir: str | Path | None = None,
     callbacks: Sequence[Callback] = (),
     init: dict[str, torch.Tensor] | None = None,
-) -> tuple[LSTMClassifier, float]:
-    """Train `cfg` (from `init` weights if given); return the validation-selected network and its val_acc."""
+) -> LSTMClassifier:
+    """Train `cfg` (from `init` weights if given); return the validation-selected network."""
     pl.seed_everything(cfg.train.seed, verbose=False)
     torch.set_num_threads(max(1, cfg.train.threads))
     net = build_model(cfg)
@@ -104,7 +107,7 @@ def fit(
         raise RuntimeError("no validation epoch after the last pruning step")
     # Brevitas QuantLSTM registers some activation-scale state lazily, after a snapshot may be taken.
     net.load_state_dict(best.state, strict=cfg.quant.impl != "quantlstm")
-    return net.eval(), best.val_acc
+    return net.eval()
 
 
 def warm_start(net: LSTMClassifier, state: dict[str, torch.Tensor]) -> None:
@@ -142,7 +145,7 @@ def float_parent(cfg: Config, dm: FSDDDataModule, cache_dir: str | Path | None =
         fcntl.flock(lock, fcntl.LOCK_EX)
         if path.exists():
             return load_file(path)
-        net, _ = fit(pcfg, dm)
+        net = fit(pcfg, dm)
         state = {k: v.contiguous() for k, v in net.state_dict().items()}
         atomic_write(path, lambda tmp: save_file(state, tmp))
         return state
@@ -190,7 +193,7 @@ def train(
     network, and the validation accuracy and loss of the deployed model. Test is not touched."""
     q = cfg.quant
     init = float_parent(cfg, dm, cache_dir) if q.mode == "qat" and q.warm_start else None
-    net, _ = fit(cfg, dm, out_dir, callbacks, init)
+    net = fit(cfg, dm, out_dir, callbacks, init)
     val_acc, val_loss = evaluate(deployed(cfg, net), dm, "val", eval_batch(cfg))
     return net, val_acc, val_loss
 
