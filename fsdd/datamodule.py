@@ -1,4 +1,4 @@
-"""Lightning DataModule over cached MFCCs: train-only normalization and augmentation, padding-safe batches."""
+"""Lightning DataModule over cached MFCCs: per-utterance CMVN, train-only normalization and augmentation, padding-safe batches."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fsdd.audio import list_wavs, parse_name
-from fsdd.features import FeatureConfig, cache_key, load_features
+from fsdd.augment import AugmentConfig, time_mask
+from fsdd.features import FeatureConfig, apply_cmvn, cache_key, load_features
 from fsdd.splits import Split, make_split
 
 N_CLASSES = 10
@@ -49,15 +50,20 @@ class BucketBatchSampler(Sampler[list[int]]):
     from 0.14 s to 2.28 s, so random batches would run the LSTM mostly over padding.
     """
 
-    def __init__(self, lengths: Sequence[int], batch_size: int, shuffle: bool, seed: int):
-        self.lengths, self.batch_size, self.shuffle = list(lengths), batch_size, shuffle
+    def __init__(self, lengths: Sequence[int], batch_size: int, shuffle: bool, seed: int, variants: int = 1):
+        """`variants` > 1: `lengths` holds that many versions of each clip, version v of clip i
+        at index v * n + i; an epoch draws one version of every clip at random."""
+        self.lengths, self.batch_size, self.shuffle, self.variants = list(lengths), batch_size, shuffle, variants
         self.generator = torch.Generator().manual_seed(seed)
 
     def __iter__(self) -> Iterator[list[int]]:
-        n = len(self.lengths)
+        n = len(self.lengths) // self.variants
         if self.shuffle:
             # Sort by length after a random permutation (ties broken randomly), chunk, shuffle chunks.
             perm = torch.randperm(n, generator=self.generator).tolist()
+            if self.variants > 1:
+                pick = torch.randint(0, self.variants, (n,), generator=self.generator).tolist()
+                perm = [pick[i] * n + i for i in perm]
             order = sorted(perm, key=lambda i: self.lengths[i])
         else:
             order = sorted(range(n), key=lambda i: self.lengths[i])
@@ -67,15 +73,24 @@ class BucketBatchSampler(Sampler[list[int]]):
         return iter(batches)
 
     def __len__(self) -> int:
-        return (len(self.lengths) + self.batch_size - 1) // self.batch_size
+        return (len(self.lengths) // self.variants + self.batch_size - 1) // self.batch_size
 
 
 class Augment:
     """The DataLoader's collate step over `Clips.__getitems__` batches. With probabilities
-    set (training only) it zeroes whole MFCC channels and whole frames of each clip."""
+    set (training only) it zeroes whole MFCC channels and whole frames of each clip, and
+    applies SpecAugment time masks (fsdd.augment.time_mask)."""
 
-    def __init__(self, channel_drop: float = 0.0, frame_drop: float = 0.0, generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        channel_drop: float = 0.0,
+        frame_drop: float = 0.0,
+        generator: torch.Generator | None = None,
+        time_masks: int = 0,
+        time_mask_frames: int = 0,
+    ):
         self.channel_drop, self.frame_drop, self.generator = channel_drop, frame_drop, generator
+        self.time_masks, self.time_mask_frames = time_masks, time_mask_frames
 
     def __call__(self, batch: Batch) -> Batch:
         x, lengths, y = batch
@@ -84,6 +99,8 @@ class Augment:
             keep_ch = torch.rand(b, 1, c, generator=self.generator) >= self.channel_drop
             keep_fr = torch.rand(b, t, 1, generator=self.generator) >= self.frame_drop
             x = x * keep_ch * keep_fr
+        if self.time_masks > 0:
+            x = time_mask(x, lengths, self.time_masks, self.time_mask_frames, self.generator)
         return x, lengths, y
 
 
@@ -100,12 +117,15 @@ class FSDDDataModule(pl.LightningDataModule):
         channel_drop: float = 0.0,
         frame_drop: float = 0.0,
         cache_dir: str | Path | None = None,
+        test_speaker: str | None = None,
+        augment: AugmentConfig | None = None,
     ):
         super().__init__()
-        self.data_dir, self.split_kind, self.seed = Path(data_dir), split, seed
+        self.data_dir, self.split_kind, self.seed, self.test_speaker = Path(data_dir), split, seed, test_speaker
         self.features = features or FeatureConfig()
         self.batch_size, self.channel_drop, self.frame_drop = batch_size, channel_drop, frame_drop
         self.cache_dir = cache_dir
+        self.augment = augment or AugmentConfig()
         self.split: Split | None = None
 
     def setup(self, stage: str | None = None) -> None:
@@ -114,29 +134,52 @@ class FSDDDataModule(pl.LightningDataModule):
         self.names, feats = load_features(self.data_dir, self.features, self.cache_dir)
         # Identifies the data and features, for caches keyed by them (e.g. float parents).
         self.data_key = cache_key(list_wavs(self.data_dir), self.features)
-        self.split = make_split(self.names, self.split_kind, self.seed)
+        self.split = make_split(self.names, self.split_kind, self.seed, test_speaker=self.test_speaker)
+        feats = [apply_cmvn(f, self.features.cmvn) for f in feats]
+        # Global statistics from the training part only: a held-out speaker never shapes them.
         train_frames = torch.cat([feats[i] for i in self.split.train])
         self.mean = train_frames.mean(0)
         self.std = train_frames.std(0).clamp_min(1e-5)
         labels = [parse_name(n)[0] for n in self.names]
         norm = [(f - self.mean) / self.std for f in feats]
-        self.sets = {
-            part: Clips([norm[i] for i in idx], [labels[i] for i in idx])
-            for part, idx in (("train", self.split.train), ("val", self.split.val), ("test", self.split.test))
-        }
+        parts = (("train", self.split.train), ("val", self.split.val), ("test", self.split.test))
+        self.sets = {part: Clips([norm[i] for i in idx], [labels[i] for i in idx]) for part, idx in parts if idx}
+        # Augmented versions of the training clips (cached like the features), normalized with
+        # the statistics of the real clips: the deployed model sees only real ones.
+        variants = self.augment.variants()
+        if variants:
+            train = list(self.split.train)
+            versions = [[norm[i] for i in train]]
+            for v in variants:
+                vf = load_features(self.data_dir, self.features, self.cache_dir, v)[1]
+                versions.append([(apply_cmvn(vf[i], self.features.cmvn) - self.mean) / self.std for i in train])
+            flat = [f for version in versions for f in version]
+            self.train_versions = Clips(flat, [labels[i] for i in train] * len(versions))
+        else:
+            self.train_versions = self.sets["train"]
+        self.n_versions = 1 + len(variants)
+
+    @property
+    def has_val(self) -> bool:
+        """False for `loso:NAME` and `all`: the epoch is then fixed by the schedule (the last)."""
+        return "val" in self.sets
 
     def loader(self, part: str, train: bool = False, batch_size: int | None = None) -> DataLoader:
         """Batches of one part ("train", "val", "test"); augmented and shuffled only if `train`."""
-        ds = self.sets[part]
-        sampler = BucketBatchSampler(ds.lengths.tolist(), batch_size or self.batch_size, train, self.seed)
-        collate = Augment(self.channel_drop, self.frame_drop, torch.Generator().manual_seed(self.seed)) if train else Augment()
+        augmented = part == "train" and train
+        ds = self.train_versions if augmented else self.sets[part]
+        versions = self.n_versions if augmented else 1
+        sampler = BucketBatchSampler(ds.lengths.tolist(), batch_size or self.batch_size, train, self.seed, versions)
+        a = self.augment
+        gen = torch.Generator().manual_seed(self.seed)
+        collate = Augment(self.channel_drop, self.frame_drop, gen, a.time_masks, a.time_mask_frames) if train else Augment()
         return DataLoader(ds, batch_sampler=sampler, collate_fn=collate)
 
     def train_dataloader(self) -> DataLoader:
         return self.loader("train", train=True)
 
-    def val_dataloader(self) -> DataLoader:
-        return self.loader("val", train=False)
+    def val_dataloader(self) -> DataLoader | list:
+        return self.loader("val", train=False) if self.has_val else []
 
     def test_dataloader(self) -> DataLoader:
         return self.loader("test", train=False)

@@ -19,7 +19,8 @@ from search.config import Config
 from search.size import N_CLASSES, kept_after, layout, weight_shapes
 
 FORMAT = "fsdd-lstm"
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"  # written; 2 adds per-utterance CMVN (features.cmvn) and the speaker protocol's splits
+READABLE_VERSIONS = ("1", "2")  # version 1 is version 2 with cmvn "none"
 
 
 class ArtifactError(ValueError):
@@ -107,9 +108,11 @@ def build_payload(
     return {e.name: out[e.name] for e in spec}
 
 
-def metadata(cfg: Config, split_hash: str, seed: int) -> dict[str, str]:
+def metadata(cfg: Config, split_hash: str, seed: int, estimate: dict[str, Any] | None = None) -> dict[str, str]:
+    """The artifact's metadata (docs/artifact.md, section 2). `estimate`: the new-speaker
+    accuracy that the search's leave-one-speaker-out folds measured for this configuration."""
     q = cfg.quant
-    return {
+    meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "hidden_size": str(cfg.model.hidden_size),
@@ -125,8 +128,12 @@ def metadata(cfg: Config, split_hash: str, seed: int) -> dict[str, str]:
         "split": cfg.train.split,
         "split_hash": split_hash,
         "seed": str(seed),
+        "test_speaker": cfg.train.test_speaker or "",
         "config": json.dumps(cfg.to_dict(), sort_keys=True),
     }
+    if estimate is not None:
+        meta["estimate"] = json.dumps(estimate, sort_keys=True)
+    return meta
 
 
 def write(path: str | Path, tensors: dict[str, np.ndarray], meta: dict[str, str]) -> int:
@@ -166,8 +173,10 @@ def read(path: str | Path) -> tuple[dict[str, str], dict[str, np.ndarray]]:
     meta = header.get("__metadata__") or {}
     if meta.get("format") != FORMAT:
         raise ArtifactError(f"{path}: not an {FORMAT} artifact (format={meta.get('format')!r})")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise ArtifactError(f"{path}: format version {meta.get('format_version')!r} is not supported (this reader: {FORMAT_VERSION})")
+    if meta.get("format_version") not in READABLE_VERSIONS:
+        raise ArtifactError(
+            f"{path}: format version {meta.get('format_version')!r} is not supported (this reader: {', '.join(READABLE_VERSIONS)})"
+        )
     try:
         tensors = load_file(path)
     except (SafetensorError, OSError, ValueError) as e:

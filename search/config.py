@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from fsdd.augment import AugmentConfig
 from fsdd.features import FeatureConfig
 
 
@@ -32,7 +33,10 @@ class TrainConfig:
     lr_schedule: str = "cosine"  # cosine | constant
     channel_drop: float = 0.05  # augmentation: probability of zeroing one MFCC channel of a clip
     frame_drop: float = 0.05  # augmentation: probability of zeroing one frame
-    split: str = "random"
+    dropout: float = 0.0  # dropout on the LSTM's last output, before the Linear layer (training only)
+    label_smoothing: float = 0.0  # cross-entropy label smoothing (Szegedy et al., 2016)
+    split: str = "random"  # random | official | speaker:NAME | loso:NAME | all (fsdd.splits)
+    test_speaker: str | None = None  # kept out of every part of the split (search.run --test-speaker)
     seed: int = 0
     threads: int = 1  # torch threads; Ray runs one trial per CPU
 
@@ -63,6 +67,7 @@ class QuantConfig:
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
     quant: QuantConfig = field(default_factory=QuantConfig)
@@ -139,6 +144,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     elif tp is str:
         if isinstance(value, str):
             return value
+    elif typing.get_origin(tp) is tuple:
+        item = typing.get_args(tp)[0]
+        if isinstance(value, list | tuple):
+            return tuple(_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+        raise ConfigError(f"{where}: expected a list, got {value!r}")
     else:
         return value
     raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
@@ -212,6 +222,8 @@ def validate(cfg: Config) -> None:
     _check(t.lr > 0, "train.lr must be > 0")
     _check(t.lr_schedule in ("cosine", "constant"), "train.lr_schedule must be cosine or constant")
     _check(0 <= t.channel_drop < 1 and 0 <= t.frame_drop < 1, "train.channel_drop/frame_drop must be in [0, 1)")
+    _check(0 <= t.dropout < 1, f"train.dropout must be in [0, 1), got {t.dropout}")
+    _check(0 <= t.label_smoothing < 1, f"train.label_smoothing must be in [0, 1), got {t.label_smoothing}")
     _check(q.mode in ("fp32", "ptq_int8", "qat"), f"quant.mode must be fp32, ptq_int8 or qat, got {q.mode!r}")
     _check(2 <= q.bits <= 8, f"quant.bits must be in 2-8, got {q.bits}")
     _check(q.scale in ("float", "po2"), f"quant.scale must be float or po2, got {q.scale!r}")

@@ -70,12 +70,13 @@ def last_step(out: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 class LSTMClassifier(nn.Module):
     """LSTM (one layer) + Linear over the last step. `quant` set: QAT with quantized weights."""
 
-    def __init__(self, input_size: int, hidden_size: int, quant: QuantConfig | None = None):
+    def __init__(self, input_size: int, hidden_size: int, quant: QuantConfig | None = None, dropout: float = 0.0):
         super().__init__()
         if quant is not None and quant.impl == "quantlstm":
             self.lstm = quantlstm(input_size, hidden_size, quant)
         else:
             self.lstm = FusedLSTM(input_size, hidden_size, quant)
+        self.drop = nn.Dropout(dropout)  # training only: the deployed network has no dropout
         self.fc = QLinear(hidden_size, N_CLASSES, quant)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -83,7 +84,7 @@ class LSTMClassifier(nn.Module):
         if isinstance(out, tuple):  # Brevitas QuantLSTM returns (output, (h, c)), maybe QuantTensors
             out = out[0]
             out = getattr(out, "value", out)
-        return self.fc(last_step(out, lengths))
+        return self.fc(self.drop(last_step(out, lengths)))
 
 
 class PlainClassifier(nn.Module):
@@ -100,7 +101,7 @@ class PlainClassifier(nn.Module):
 
 def build_model(cfg: Config) -> LSTMClassifier:
     quant = cfg.quant if cfg.quant.mode == "qat" else None
-    return LSTMClassifier(cfg.features.n_mfcc, cfg.model.hidden_size, quant)
+    return LSTMClassifier(cfg.features.n_mfcc, cfg.model.hidden_size, quant, cfg.train.dropout)
 
 
 class LitClassifier(pl.LightningModule):
@@ -121,7 +122,7 @@ class LitClassifier(pl.LightningModule):
 
     def training_step(self, batch: tuple, batch_idx: int) -> torch.Tensor:
         x, lengths, y = batch
-        loss = F.cross_entropy(self(x, lengths), y)
+        loss = F.cross_entropy(self(x, lengths), y, label_smoothing=self.cfg.train.label_smoothing)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training diverged: loss is {loss.item()} at epoch {self.current_epoch}")
         opt = self.optimizers(use_pl_optimizer=False)

@@ -32,6 +32,7 @@ from fsdd.datamodule import Augment, FSDDDataModule
 from fsdd.download import default_cache_dir, resolve_data_dir
 from fsdd.errors import DataError
 from fsdd.files import atomic_write
+from fsdd.splits import PROTOCOL_SPEAKERS
 from search import artifact
 from search.config import Config, ConfigError, QuantConfig, load_config
 from search.model import LitClassifier, LSTMClassifier, PlainClassifier, build_model
@@ -39,15 +40,18 @@ from search.prune import effective_state_dict, measured_sparsity, pruning_callba
 from search.quant import dynamic_int8
 from search.selection import selection_key
 from search.size import n_params, size_bytes, size_bytes_study, sparsity
+from search.speakers import SpeakerTable, run_folds
 
 
 class BestState(Callback):
     """Keeps, in memory, the weights of the best epoch (`selection_key`), counting only
     epochs after the last pruning step (earlier ones have fewer zeros than the artifact).
-    In memory rather than ModelCheckpoint: no pickle files, and no mid-schedule checkpoints."""
+    Without validation data (`loso:NAME`, `all`) the best epoch is the last one: the schedule
+    fixes it, and no held-out speaker has a say. In memory rather than ModelCheckpoint: no
+    pickle files, and no mid-schedule checkpoints."""
 
-    def __init__(self, first_epoch: int = 0):
-        self.first_epoch, self.key, self.epoch, self.state = first_epoch, (-1.0, -math.inf), -1, None
+    def __init__(self, first_epoch: int = 0, last: bool = False):
+        self.first_epoch, self.last, self.key, self.epoch, self.state = first_epoch, last, (-1.0, -math.inf), -1, None
 
     @property
     def val_acc(self) -> float:
@@ -56,6 +60,8 @@ class BestState(Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         m = trainer.callback_metrics
         key = selection_key(float(m.get("val_acc", -1.0)), float(m.get("val_loss", math.inf)))
+        if self.last:
+            key = (float(trainer.current_epoch), 0.0)
         if trainer.current_epoch >= self.first_epoch and key > self.key:
             self.key, self.epoch = key, trainer.current_epoch
             self.state = effective_state_dict(pl_module.net)
@@ -63,7 +69,9 @@ class BestState(Callback):
 
 def make_datamodule(cfg: Config, data_dir: str | Path, cache_dir: str | Path | None = None) -> FSDDDataModule:
     t = cfg.train
-    dm = FSDDDataModule(data_dir, cfg.features, t.split, t.seed, t.batch_size, t.channel_drop, t.frame_drop, cache_dir)
+    dm = FSDDDataModule(
+        data_dir, cfg.features, t.split, t.seed, t.batch_size, t.channel_drop, t.frame_drop, cache_dir, t.test_speaker, cfg.augment
+    )
     dm.setup()
     return dm
 
@@ -84,7 +92,7 @@ def fit(
     lit = LitClassifier(cfg, net)
     prune = pruning_callback(net, cfg.prune)
     last_prune = max((e for e, _ in cfg.prune.schedule), default=-1)
-    best = BestState(first_epoch=last_prune + 1)
+    best = BestState(first_epoch=last_prune + 1, last=not dm.has_val)
     cbs: list[Callback] = [best, *([prune] if prune else []), *callbacks]
     logger: Any = False
     if log_dir is not None:
@@ -100,6 +108,7 @@ def fit(
         enable_progress_bar=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,
+        limit_val_batches=None if dm.has_val else 0,
         log_every_n_steps=1,
     )
     trainer.fit(lit, datamodule=dm)
@@ -188,12 +197,15 @@ def train(
     out_dir: str | Path,
     callbacks: Sequence[Callback] = (),
     cache_dir: str | Path | None = None,
-) -> tuple[LSTMClassifier, float, float]:
+) -> tuple[LSTMClassifier, float | None, float | None]:
     """Train `cfg` (warm-started from its cached float parent for QAT); the validation-selected
-    network, and the validation accuracy and loss of the deployed model. Test is not touched."""
+    network, and the validation accuracy and loss of the deployed model (None without
+    validation data: then the last epoch is taken). Test is not touched."""
     q = cfg.quant
     init = float_parent(cfg, dm, cache_dir) if q.mode == "qat" and q.warm_start else None
     net = fit(cfg, dm, out_dir, callbacks, init)
+    if not dm.has_val:
+        return net, None, None
     val_acc, val_loss = evaluate(deployed(cfg, net), dm, "val", eval_batch(cfg))
     return net, val_acc, val_loss
 
@@ -215,7 +227,7 @@ def save(cfg: Config, net: LSTMClassifier, dm: FSDDDataModule, out_dir: str | Pa
         "size_bytes_study": size_bytes_study(cfg),
         "sparsity": measured_sparsity(net) if q.impl == "fast" else 0.0,
         "sparsity_target": sparsity(cfg),
-        "quant": q.mode if q.mode != "qat" else f"qat{q.bits}-{q.scale}{'-pc' if q.per_channel else ''}",
+        "quant": quant_label(cfg),
         "artifact": None,
     }
     state = {k: v.contiguous() for k, v in net.state_dict().items()}
@@ -238,14 +250,21 @@ def load_net(cfg: Config, weights: str | Path) -> LSTMClassifier:
     return net.eval()
 
 
-def test(cfg: Config, net: LSTMClassifier, dm: FSDDDataModule, out_dir: str | Path) -> float:
-    """Test accuracy of the deployed model; writes its per-clip predictions (predictions.json),
-    which search.verify compares with the reference decoder's."""
-    z, labels = logits(deployed(cfg, net), dm, "test", eval_batch(cfg))
+def scored_part(dm: FSDDDataModule) -> str:
+    """The clips an artifact's predictions cover: its test set, or, for an `all` split (the
+    refit of a speaker-protocol model, which has no test set), its training clips."""
+    return "test" if "test" in dm.sets else "train"
+
+
+def test(cfg: Config, net: LSTMClassifier, dm: FSDDDataModule, out_dir: str | Path) -> float | None:
+    """Test accuracy of the deployed model (None for an `all` split: no test set); writes its
+    per-clip predictions (predictions.json), which search.verify compares with the reference's."""
+    part = scored_part(dm)
+    z, labels = logits(deployed(cfg, net), dm, part, eval_batch(cfg))
     preds = z.argmax(1)
-    names = [dm.names[i] for i in dm.split.test]
+    names = [dm.names[i] for i in (dm.split.test if part == "test" else dm.split.train)]
     (Path(out_dir) / "predictions.json").write_text(json.dumps(dict(zip(names, preds.tolist(), strict=True))))
-    return (preds == labels).sum().item() / len(labels)
+    return (preds == labels).sum().item() / len(labels) if part == "test" else None
 
 
 def run(
@@ -268,6 +287,33 @@ def run(
     return result
 
 
+def run_speakers(cfg: Config, data_dir: str | Path, out_dir: str | Path, cache_dir: str | Path | None = None) -> tuple[dict, SpeakerTable]:
+    """The six-speaker table of one configuration: every `loso:NAME` fold (search.speakers)."""
+    start = time.time()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = run_folds(cfg, data_dir, cache_dir)
+    result = {
+        "protocol": PROTOCOL_SPEAKERS,
+        **table.summary(),
+        "size_bytes": size_bytes(cfg),
+        "quant": quant_label(cfg),
+        "hidden_size": cfg.model.hidden_size,
+        "seed": cfg.train.seed,
+        "test_speaker": cfg.train.test_speaker,
+        "folds": [f.to_dict() for f in table.folds],
+        "wall_s": round(time.time() - start, 1),
+    }
+    (out_dir / "result.json").write_text(json.dumps(result, indent=2))
+    return result, table
+
+
+def quant_label(cfg: Config) -> str:
+    """fp32, ptq_int8, or e.g. qat4-po2 / qat8-float-pc."""
+    q = cfg.quant
+    return q.mode if q.mode != "qat" else f"qat{q.bits}-{q.scale}{'-pc' if q.per_channel else ''}"
+
+
 def quiet() -> None:
     """Keep stdout for the result line: Lightning's info messages and library warnings off."""
     for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning"):
@@ -279,7 +325,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m search.train", description=__doc__.splitlines()[0])
     p.add_argument("--config", default="configs/baseline.yaml", help="YAML config (default: %(default)s)")
     p.add_argument("--seed", type=int, help="override train.seed")
-    p.add_argument("--split", help="override train.split: random | official | speaker:NAME")
+    p.add_argument(
+        "--split",
+        help="override train.split: random | official | speaker:NAME | loso:NAME | all; "
+        "or speakers: every loso fold, printing the per-speaker table",
+    )
+    p.add_argument("--test-speaker", help="override train.test_speaker: a speaker kept out of everything")
     p.add_argument("--epochs", type=int, help="override train.epochs")
     p.add_argument("--data-dir", help="FSDD recordings folder (default: $FSDD_DIR, else download to the cache)")
     p.add_argument("--cache-dir", help="feature/parent cache (default: $FSDD_CACHE or ~/.cache/fsdd)")
@@ -288,12 +339,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet()
     try:
         cfg = load_config(args.config)
-        overrides = {k: v for k, v in (("seed", args.seed), ("split", args.split), ("epochs", args.epochs)) if v is not None}
+        speakers = args.split == PROTOCOL_SPEAKERS
+        split = None if speakers else args.split
+        pairs = (("seed", args.seed), ("split", split), ("epochs", args.epochs), ("test_speaker", args.test_speaker))
+        overrides = {k: v for k, v in pairs if v is not None}
         if overrides:
             cfg = cfg.replace(train=overrides)
         data_dir = resolve_data_dir(args.data_dir)
-        out = args.out or f"runs/train/{Path(args.config).stem}-seed{cfg.train.seed}"
-        result = run(cfg, data_dir, out, args.cache_dir)
+        out = args.out or f"runs/train/{Path(args.config).stem}-{'speakers-' if speakers else ''}seed{cfg.train.seed}"
+        if speakers:
+            result, table = run_speakers(cfg, data_dir, out, args.cache_dir)
+            title = f"{args.config}: {result['quant']} h{cfg.model.hidden_size}, {result['size_bytes']} B, seed {cfg.train.seed}"
+            print(table.format(title))
+        else:
+            result = run(cfg, data_dir, out, args.cache_dir)
     except (DataError, ConfigError, artifact.ArtifactError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

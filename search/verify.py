@@ -67,6 +67,7 @@ class _Params:
     f_max: float
     top_db: float | None
     trim_db: float | None
+    cmvn: str
 
 
 def _params(p: Mapping[str, Any] | Any) -> _Params:
@@ -88,6 +89,7 @@ def _params(p: Mapping[str, Any] | Any) -> _Params:
         f_max=float(sr // 2) if f_max is None else float(f_max),
         top_db=None if top_db is None else float(top_db),
         trim_db=None if trim_db is None else float(trim_db),
+        cmvn=str(p.get("cmvn", "none")),  # format version 1 has no cmvn: none
     )
 
 
@@ -141,6 +143,19 @@ def prepare(x: np.ndarray, feature_params: Mapping[str, Any] | Any) -> np.ndarra
     if len(x) < p.n_fft:
         x = np.pad(x, (0, p.n_fft - len(x)))
     return x
+
+
+def cmvn(m: np.ndarray, kind: str) -> np.ndarray:
+    """Per-utterance CMVN of one clip's (T, n_mfcc) MFCCs (docs/artifact.md, section 4, step 8):
+    minus each coefficient's mean over frames; `meanvar` also divides by its population
+    standard deviation, floored at 1e-5. float64 inside, float32 out."""
+    if kind == "none":
+        return m
+    x = m.astype(np.float64)
+    x = x - x.mean(axis=0, keepdims=True)
+    if kind == "meanvar":
+        x = x / np.maximum(np.sqrt(np.mean(x * x, axis=0, keepdims=True)), 1e-5)
+    return x.astype(np.float32)
 
 
 def mfcc(x: np.ndarray, feature_params: Mapping[str, Any] | Any) -> np.ndarray:
@@ -199,7 +214,7 @@ def predict(meta: Mapping[str, str], weights: Mapping[str, np.ndarray], wav_path
     std = np.asarray(weights["norm.std"], dtype=np.float32)
     out = np.empty(len(wav_paths), dtype=np.int64)
     for k, path in enumerate(wav_paths):
-        feats = (mfcc(read_wav(path, params.sample_rate), params) - mean) / std
+        feats = (cmvn(mfcc(read_wav(path, params.sample_rate), params), params.cmvn) - mean) / std
         out[k] = int(np.argmax(lstm_logits(feats, weights)))
     return out
 
@@ -210,6 +225,7 @@ def predict(meta: Mapping[str, str], weights: Mapping[str, np.ndarray], wav_path
 def check_artifact(meta: Mapping[str, str], tensors: Mapping[str, np.ndarray], path: str | Path) -> None:
     """Metadata keys present and consistent with the stored config, gate order supported, and
     tensors exactly those that the config's layout (search.size.layout) lists; ArtifactError otherwise."""
+    from fsdd.features import FeatureConfig
     from search.config import ConfigError, from_dict
     from search.size import layout
 
@@ -220,15 +236,16 @@ def check_artifact(meta: Mapping[str, str], tensors: Mapping[str, np.ndarray], p
         raise ArtifactError(f"{path}: gate order {meta['gate_order']!r} is not supported (only ifgo)")
     try:
         classes = json.loads(meta["classes"])
-        features = json.loads(meta["features"])
-        _params(features)
+        features = FeatureConfig(**json.loads(meta["features"]))
         cfg = from_dict(json.loads(meta["config"]))
         stated = (int(meta["hidden_size"]), int(meta["input_size"]), meta["quant_mode"], int(meta["bits"]))
     except (ConfigError, ValueError, KeyError, TypeError) as e:
         raise ArtifactError(f"{path}: malformed metadata ({str(e).splitlines()[0] if str(e) else e!r})") from None
     q = cfg.quant
     implied = (cfg.model.hidden_size, cfg.features.n_mfcc, q.mode, {"fp32": 32, "ptq_int8": 8}.get(q.mode, q.bits))
-    if len(classes) != N_CLASSES or stated != implied or features != cfg.features.to_dict():
+    if meta["format_version"] == "1" and features.cmvn != "none":
+        raise ArtifactError(f"{path}: format version 1 has no CMVN, but its features say cmvn={features.cmvn!r}")
+    if len(classes) != N_CLASSES or stated != implied or features != cfg.features:
         raise ArtifactError(f"{path}: metadata contradicts its own config (hidden_size, input_size, quant, features)")
     want = {(e.name, e.dtype, e.shape) for e in layout(cfg)}
     got = {(k, str(v.dtype), tuple(v.shape)) for k, v in tensors.items()}
@@ -273,13 +290,17 @@ def verify(
         seed = int(meta["seed"])
     except ValueError:
         raise ArtifactError(f"{artifact_path}: metadata seed {meta['seed']!r} is not an integer") from None
-    sp = make_split(names, split or meta["split"], seed)
+    test_speaker = meta.get("test_speaker") or None  # format version 1: none
+    sp = make_split(names, split or meta["split"], seed, test_speaker=test_speaker)
     if split is None and sp.hash != meta["split_hash"]:
         raise DataError(
             f"split {meta['split']!r} (seed {seed}) of {data_dir} has hash {sp.hash}, the artifact's is "
             f"{meta['split_hash']}: not the data it was trained on (pass --split to evaluate anyway)"
         )
-    test_files = [files[i] for i in sp.test]
+    # An `all` split (a speaker-protocol refit) has no test set: its training clips are
+    # checked instead, for agreement with torch; their accuracy is not a test figure.
+    scored = sp.test if sp.test else sp.train
+    test_files = [files[i] for i in scored]
     labels = np.array([parse_name(f.name)[0] for f in test_files])
     pred = predict(meta, weights, test_files)
 
@@ -299,8 +320,10 @@ def verify(
                 f"warning: {pred_path} lacks {len(test_files) - n_compared} of {len(test_files)} test clips",
                 file=sys.stderr,
             )
+    acc = float(np.mean(pred == labels))
     return {
-        "test_acc": float(np.mean(pred == labels)),
+        "test_acc": acc if sp.test else None,
+        "train_acc": None if sp.test else acc,
         "size_bytes": size,
         "n_test": len(test_files),
         "agree": agree,
@@ -308,6 +331,8 @@ def verify(
         "split": sp.kind,
         "split_hash": sp.hash,
         "quant": meta["quant_mode"],
+        "format_version": meta["format_version"],
+        "estimate": json.loads(meta["estimate"]) if meta.get("estimate") else None,
     }
 
 

@@ -230,7 +230,7 @@ def bad_files(tmp_path: Path) -> dict[str, Path]:
     for name, data in files.items():
         out[name] = tmp_path / f"{name}.safetensors"
         out[name].write_bytes(data)
-    out["wrong-version"] = synthetic_artifact(tmp_path / "v2.safetensors", format_version="2")
+    out["wrong-version"] = synthetic_artifact(tmp_path / "v9.safetensors", format_version="9")
     out["wrong-format"] = synthetic_artifact(tmp_path / "fmt.safetensors", format="other")
     out["bad-config"] = synthetic_artifact(tmp_path / "cfg.safetensors", config=json.dumps({"model": {"hidden_size": 5}}))
     meta, tensors = artifact.read(tmp_path / "good.safetensors")
@@ -245,7 +245,7 @@ def test_bad_artifacts_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
         rc, out, err = run_main(capsys, path, "--data-dir", tmp_path)
         assert rc == 2, name
         assert out == [] and len(err) == 1 and err[0].startswith("error: "), (name, err)
-    assert "version" in run_main(capsys, tmp_path / "v2.safetensors")[2][0]
+    assert "version" in run_main(capsys, tmp_path / "v9.safetensors")[2][0]
 
 
 def test_cli_error_is_one_line(tmp_path: Path) -> None:

@@ -1,0 +1,96 @@
+"""Training-only augmentation for new voices: audio variants of each clip (speed perturbation,
+additive noise), computed once and cached like the features, and SpecAugment-style time masks."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torchaudio
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """What the training clips may look like besides themselves. Never applied at evaluation.
+
+    speeds: speed perturbation factors (Ko et al., 2015): each clip is resampled so that it
+        plays `factor` times faster, which shifts pitch and formants like another vocal tract.
+    noise_snr_db: if set, every variant (the original included) also gets a copy with white
+        noise at this signal-to-noise ratio (dB, over the clip's mean power).
+    time_masks, time_mask_frames: SpecAugment time masking (Park et al., 2019): this many
+        masks per training clip, each zeroing up to this many consecutive frames, per batch.
+    Each epoch draws one variant per training clip, so an epoch costs what it did without.
+    """
+
+    speeds: tuple[float, ...] = ()
+    noise_snr_db: float | None = None
+    time_masks: int = 0
+    time_mask_frames: int = 0
+
+    def __post_init__(self) -> None:
+        if any(not (0.5 <= s <= 2.0) or s == 1.0 for s in self.speeds) or len(set(self.speeds)) != len(self.speeds):
+            raise ValueError(f"speeds must be distinct factors in [0.5, 2] other than 1 (1 is the original), got {list(self.speeds)}")
+        if self.noise_snr_db is not None and not (-10.0 <= self.noise_snr_db <= 60.0):
+            raise ValueError(f"noise_snr_db must be in [-10, 60] dB (or null), got {self.noise_snr_db}")
+        if self.time_masks < 0 or self.time_mask_frames < 0:
+            raise ValueError("time_masks and time_mask_frames must be >= 0")
+
+    def variants(self) -> list[Variant]:
+        """The cached audio variants besides the original clip, in a fixed order."""
+        speeds = [1.0, *self.speeds]
+        snrs = [None] if self.noise_snr_db is None else [None, self.noise_snr_db]
+        return [Variant(s, n) for s in speeds for n in snrs if (s, n) != (1.0, None)]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One audio variant of every clip: a speed factor and an optional noise SNR."""
+
+    speed: float = 1.0
+    snr_db: float | None = None
+
+    def key(self) -> dict:
+        return {"speed": self.speed, "snr_db": self.snr_db}
+
+    def speed_up(self, x: np.ndarray, sample_rate: int) -> np.ndarray:
+        """The clip played `speed` times faster (torchaudio's band-limited resampling): the
+        samples read as if recorded at sample_rate * speed. Applied before silence trimming."""
+        if self.speed == 1.0:
+            return x
+        orig, new = round(sample_rate * self.speed), sample_rate
+        g = math.gcd(orig, new)
+        return torchaudio.functional.resample(torch.from_numpy(x), orig // g, new // g).numpy()
+
+    def add_noise(self, x: np.ndarray, name: str) -> np.ndarray:
+        """White noise at `snr_db` below the (trimmed) clip's mean power. Seeded by the clip's
+        file name: a cached variant is the same on every run and machine."""
+        if self.snr_db is None:
+            return x
+        seed = int.from_bytes(hashlib.sha256(f"{name}|{self.snr_db}".encode()).digest()[:8], "little")
+        power = float(np.mean(np.square(x, dtype=np.float64)))
+        noise = np.random.default_rng(seed).standard_normal(len(x)) * math.sqrt(power / 10 ** (self.snr_db / 10))
+        return (x + noise).astype(np.float32)
+
+
+def time_mask(x: torch.Tensor, lengths: torch.Tensor, masks: int, width: int, generator: torch.Generator) -> torch.Tensor:
+    """SpecAugment time masks on a padded batch x (B, T, C): per clip, `masks` spans of
+    0..width frames, placed uniformly within the clip's own length, set to 0 (the mean of
+    normalized features). Written here because torchaudio's TimeMasking draws one mask per
+    call, not one per clip within its true length."""
+    if masks <= 0 or width <= 0:
+        return x
+    b, t, _ = x.shape
+    frames = torch.arange(t)[None, :]
+    keep = torch.ones(b, t, dtype=torch.bool)
+    for _ in range(masks):
+        w = torch.randint(0, width + 1, (b, 1), generator=generator)
+        start = (torch.rand(b, 1, generator=generator) * (lengths[:, None] - w).clamp_min(0)).long()
+        keep &= ~((frames >= start) & (frames < start + w))
+    return x * keep[:, :, None]
