@@ -19,6 +19,9 @@ class AugmentConfig:
 
     speeds: speed perturbation factors (Ko et al., 2015): each clip is resampled so that it
         plays `factor` times faster, which shifts pitch and formants like another vocal tract.
+    tempos: tempo perturbation factors: the MFCC frames of each clip (and of each speed
+        variant) are taken `factor` times further apart (hop_length * factor), so the word is
+        spoken faster or slower without any change of pitch or formants.
     noise_snr_db: if set, every variant (the original included) also gets a copy with white
         noise at this signal-to-noise ratio (dB, over the clip's mean power).
     time_masks, time_mask_frames: SpecAugment time masking (Park et al., 2019): this many
@@ -27,23 +30,27 @@ class AugmentConfig:
     """
 
     speeds: tuple[float, ...] = ()
+    tempos: tuple[float, ...] = ()
     noise_snr_db: float | None = None
     time_masks: int = 0
     time_mask_frames: int = 0
 
     def __post_init__(self) -> None:
-        if any(not (0.5 <= s <= 2.0) or s == 1.0 for s in self.speeds) or len(set(self.speeds)) != len(self.speeds):
-            raise ValueError(f"speeds must be distinct factors in [0.5, 2] other than 1 (1 is the original), got {list(self.speeds)}")
+        for name in ("speeds", "tempos"):
+            v = getattr(self, name)
+            if any(not (0.5 <= f <= 2.0) or f == 1.0 for f in v) or len(set(v)) != len(v):
+                raise ValueError(f"{name} must be distinct factors in [0.5, 2] other than 1 (1 is the original), got {list(v)}")
         if self.noise_snr_db is not None and not (-10.0 <= self.noise_snr_db <= 60.0):
             raise ValueError(f"noise_snr_db must be in [-10, 60] dB (or null), got {self.noise_snr_db}")
         if self.time_masks < 0 or self.time_mask_frames < 0:
             raise ValueError("time_masks and time_mask_frames must be >= 0")
 
     def variants(self) -> list[Variant]:
-        """The cached audio variants besides the original clip, in a fixed order."""
-        speeds = [1.0, *self.speeds]
+        """The cached variants besides the original clip, in a fixed order: every speed with
+        every tempo (the original's included), and a noisy copy of each of those if noise is on."""
         snrs = [None] if self.noise_snr_db is None else [None, self.noise_snr_db]
-        return [Variant(s, n) for s in speeds for n in snrs if (s, n) != (1.0, None)]
+        grid = [Variant(s, t, n) for s in (1.0, *self.speeds) for t in (1.0, *self.tempos) for n in snrs]
+        return [v for v in grid if v != Variant()]
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -51,13 +58,14 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class Variant:
-    """One audio variant of every clip: a speed factor and an optional noise SNR."""
+    """One variant of every clip: a speed factor, a tempo factor and an optional noise SNR."""
 
     speed: float = 1.0
+    tempo: float = 1.0
     snr_db: float | None = None
 
     def key(self) -> dict:
-        return {"speed": self.speed, "snr_db": self.snr_db}
+        return {"speed": self.speed, "snr_db": self.snr_db} | ({"tempo": self.tempo} if self.tempo != 1.0 else {})
 
     def speed_up(self, x: np.ndarray, sample_rate: int) -> np.ndarray:
         """The clip played `speed` times faster (torchaudio's band-limited resampling): the

@@ -11,14 +11,18 @@ import argparse
 import csv
 import hashlib
 import json
+import multiprocessing
+import os
 import shutil
 import sys
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from fsdd.errors import DataError
-from search.config import from_dict
+from fsdd.splits import PROTOCOL_SPEAKERS
+from search.config import Config, from_dict
 from search.selection import pareto_front, record_key
 from search.size import KIB
 
@@ -35,7 +39,7 @@ STUDY_POINTS = [
 
 
 def finished_records(run_dir: Path) -> list[dict[str, Any]]:
-    """Records of trials that trained to the end (each wrote trials/ID/record.json)."""
+    """Records of trials that trained to the end (each wrote trials/NAME/record.json)."""
     out = []
     for f in sorted((run_dir / "trials").glob("*/record.json")):
         r = json.loads(f.read_text())
@@ -45,7 +49,7 @@ def finished_records(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def all_points(run_dir: Path) -> list[tuple[float, float, bool]]:
-    """(KiB, val_acc, finished) of the last report of every trial Ray recorded (faint dots)."""
+    """(KiB, ranked accuracy, finished) of the last report of every trial Ray recorded (faint dots)."""
     points = []
     for f in run_dir.glob("*/result.json"):
         lines = f.read_text().strip().splitlines()
@@ -60,68 +64,82 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def export(run_dir: str | Path, data_dir: str | Path | None = None, cache_dir: str | Path | None = None) -> dict[str, Any]:
+def refit_config(cfg: Config) -> Config:
+    """The configuration of a speaker-protocol member's deployable model: trained on every
+    speaker (`all`), or, with a test speaker, on every other one and tested on it (`loso:T`)."""
+    t = cfg.train.test_speaker
+    return cfg.replace(train={"split": f"loso:{t}" if t else "all", "test_speaker": None})
+
+
+def refit(trial_dir: str, out_dir: str, data_dir: str, cache_dir: str | None, estimate: dict[str, Any]) -> dict[str, Any]:
+    """Retrain one front member of the speaker protocol with its settings (`refit_config`),
+    write its artifact (with the fold estimate in its metadata) and predictions; its record.
+    Kept in `out_dir`: a second export of the same run reuses it."""
+    from search.train import make_datamodule, quiet, save, test, train
+
+    out = Path(out_dir)
+    done = out / "refit.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    quiet()
+    cfg = refit_config(from_dict(json.loads((Path(trial_dir) / "config.json").read_text())))
+    dm = make_datamodule(cfg, data_dir, cache_dir)
+    net, _, _ = train(cfg, dm, None, (), cache_dir)
+    record = save(cfg, net, dm, out, estimate)
+    record["test_acc"] = test(cfg, net, dm, out)
+    done.write_text(json.dumps(record, indent=1))
+    return record
+
+
+def refit_all(front: list[dict[str, Any]], run_dir: Path, data_dir: str, cache_dir: str | None, workers: int) -> list[dict[str, Any]]:
+    """`refit` of every member, `workers` at a time in fresh processes (spawned: the driver's
+    torch state is not forked), in front order."""
+    jobs = [(r["trial_dir"], str(run_dir / "refit" / Path(r["trial_dir"]).name), data_dir, cache_dir, estimate_of(r)) for r in front]
+    if workers <= 1 or len(jobs) <= 1:
+        return [refit(*j) for j in jobs]
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(refit, *zip(*jobs, strict=True)))
+
+
+def estimate_of(r: dict[str, Any]) -> dict[str, Any]:
+    """A member's fold figures, as stored in its artifact: an estimate of new-speaker accuracy."""
+    keys = [k for k in r if k.startswith(("new_speaker_", "acc_"))] + ["worst_speaker"]
+    return {k: r[k] for k in keys if k in r} | {"source": "leave-one-speaker-out folds of the search (selected on them: optimistic)"}
+
+
+def export(
+    run_dir: str | Path, data_dir: str | Path | None = None, cache_dir: str | Path | None = None, workers: int | None = None
+) -> dict[str, Any]:
     """Build the run's exported front; returns its summary (also in pareto.json)."""
-    from search.train import load_net, make_datamodule, quiet, test
     from search.verify import verify
 
-    quiet()
     run_dir = Path(run_dir)
     settings_file = run_dir / "search.json"
     if not settings_file.is_file():
         raise DataError(f"{run_dir} is not a search run (no search.json)")
     settings = json.loads(settings_file.read_text())
     budget = settings["budget_bytes"]
-    data_dir = data_dir or settings["data_dir"]
+    data_dir = str(data_dir or settings["data_dir"])
     cache_dir = cache_dir or settings["cache_dir"]
+    speakers = settings["base"]["train"]["split"] == PROTOCOL_SPEAKERS
     records = finished_records(run_dir)
-    front = pareto_front([r for r in records if r["size_bytes"] <= budget and r.get("artifact")])
+    feasible = [r for r in records if r["size_bytes"] <= budget and (speakers or r.get("artifact"))]
+    front = pareto_front(feasible)
     art_dir = run_dir / "artifacts"
     shutil.rmtree(art_dir, ignore_errors=True)
     art_dir.mkdir(parents=True)
-    datamodules: dict[str, Any] = {}
-    rows = []
-    for rank, r in enumerate(front):
-        trial = Path(r["trial_dir"])
-        cfg = from_dict(json.loads((trial / "config.json").read_text()))
-        key = json.dumps([cfg.features.to_dict(), cfg.train.split, cfg.train.seed])
-        if key not in datamodules:
-            datamodules[key] = make_datamodule(cfg, data_dir, cache_dir)
-        test_acc = test(cfg, load_net(cfg, trial / "weights.safetensors"), datamodules[key], trial)
-        stem = f"{rank:02d}-{r['quant']}-h{r['hidden_size']}-{r['size_bytes']}B"
-        artifact = art_dir / f"{stem}.safetensors"
-        shutil.copyfile(trial / "model.safetensors", artifact)
-        shutil.copyfile(trial / "predictions.json", art_dir / f"{stem}.predictions.json")
-        check = verify(artifact, data_dir)
-        rows.append(
-            {
-                "rank": rank,
-                "trial_id": r["trial_id"],
-                "val_acc": r["val_acc"],
-                "val_loss": r.get("val_loss"),
-                "test_acc": test_acc,
-                "verify_test_acc": check["test_acc"],
-                "verify_agree": check["agree"],
-                "size_bytes": r["size_bytes"],
-                "size_kib": round(r["size_bytes"] / KIB, 3),
-                "size_bytes_study": r["size_bytes_study"],
-                "sparsity": r["sparsity"],
-                "quant": r["quant"],
-                "hidden_size": r["hidden_size"],
-                "n_mfcc": r["n_mfcc"],
-                "hop_length": cfg.features.hop_length,
-                "seed": r["seed"],
-                "split": r["split"],
-                "split_hash": r["split_hash"],
-                "artifact": str(artifact.relative_to(run_dir)),
-                "sha256": _sha256(artifact),
-                "config": cfg.to_dict(),
-            }
-        )
-    # The winner is chosen on validation (test accuracy only reports it): the top of the front.
+    if speakers:
+        outputs = refit_all(front, run_dir, data_dir, cache_dir, workers or settings.get("cpus", os.cpu_count() or 1))
+        pairs = enumerate(zip(front, outputs, strict=True))
+        rows = [_speaker_row(rank, r, out, run_dir, art_dir, data_dir, verify) for rank, (r, out) in pairs]
+    else:
+        rows = _random_rows(front, run_dir, art_dir, data_dir, cache_dir, verify)
+    # The winner is chosen on what the search ranks (test accuracy only reports it): the top of the front.
     winner = max(rows, key=lambda x: (*record_key(x), -x["size_bytes"])) if rows else None
     summary = {
         "name": settings["name"],
+        "protocol": PROTOCOL_SPEAKERS if speakers else settings["base"]["train"]["split"],
+        "test_speaker": settings["base"]["train"].get("test_speaker"),
         "budget_bytes": budget,
         "trials_finished": len(records),
         "front": rows,
@@ -129,50 +147,140 @@ def export(run_dir: str | Path, data_dir: str | Path | None = None, cache_dir: s
     }
     (run_dir / "pareto.json").write_text(json.dumps(summary, indent=1))
     with open(run_dir / "pareto.csv", "w", newline="") as f:
-        fields = [k for k in (rows[0] if rows else {"rank": 0}) if k != "config"] + ["config"]
-        w = csv.DictWriter(f, fieldnames=fields)
+        fields = [k for k in (rows[0] if rows else {"rank": 0}) if k not in ("config", "folds")] + ["config"]
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         w.writeheader()
         for row in rows:
             w.writerow({**row, "config": json.dumps(row["config"], sort_keys=True)})
-    plot(run_dir / "pareto.png", all_points(run_dir), rows, budget)
+    plot(run_dir / "pareto.png", all_points(run_dir), rows, budget, speakers)
+    if speakers and winner is not None:
+        plot_confusions(run_dir / "confusion.png", winner)
     return summary
 
 
-def plot(path: Path, points: list[tuple[float, float, bool]], front: list[dict[str, Any]], budget: int) -> None:
+def _copy_artifact(rank: int, r: dict[str, Any], src: Path, art_dir: Path) -> Path:
+    stem = f"{rank:02d}-{r['quant']}-h{r['hidden_size']}-{r['size_bytes']}B"
+    artifact = art_dir / f"{stem}.safetensors"
+    shutil.copyfile(src / "model.safetensors", artifact)
+    shutil.copyfile(src / "predictions.json", art_dir / f"{stem}.predictions.json")
+    return artifact
+
+
+def _common(rank: int, r: dict[str, Any], cfg: Config, artifact: Path, run_dir: Path, check: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "rank": rank,
+        "trial": Path(r["trial_dir"]).name,
+        "size_bytes": r["size_bytes"],
+        "size_kib": round(r["size_bytes"] / KIB, 3),
+        "quant": r["quant"],
+        "hidden_size": cfg.model.hidden_size,
+        "n_mfcc": cfg.features.n_mfcc,
+        "hop_length": cfg.features.hop_length,
+        "n_fft": cfg.features.n_fft,
+        "cmvn": cfg.features.cmvn,
+        "sparsity": r.get("sparsity", 0.0),
+        "verify_agree": check["agree"],
+        "artifact": str(artifact.relative_to(run_dir)),
+        "sha256": _sha256(artifact),
+    }
+
+
+def _speaker_row(rank: int, r: dict, out: dict, run_dir: Path, art_dir: Path, data_dir: str, verify: Any) -> dict[str, Any]:
+    cfg = from_dict(json.loads((Path(r["trial_dir"]) / "config.json").read_text()))
+    src = run_dir / "refit" / Path(r["trial_dir"]).name
+    artifact = _copy_artifact(rank, r, src, art_dir)
+    check = verify(artifact, data_dir)
+    figures = {k: r[k] for k in r if k.startswith(("new_speaker_", "acc_"))}
+    return {
+        **_common(rank, r, cfg, artifact, run_dir, check),
+        # What the search ranks: accuracy pooled over the held-out speakers of the folds.
+        "val_acc": r["val_acc"],
+        "val_loss": r["val_loss"],
+        **figures,
+        "worst_speaker": r["worst_speaker"],
+        "test_speaker": cfg.train.test_speaker,
+        "test_acc": out["test_acc"],  # on the test speaker, once (None without --test-speaker)
+        "verify_test_acc": check["test_acc"],
+        "refit_split": refit_config(cfg).train.split,
+        "folds": r["folds"],
+        "config": cfg.to_dict(),
+    }
+
+
+def _random_rows(front: list[dict], run_dir: Path, art_dir: Path, data_dir: str, cache_dir: Any, verify: Any) -> list[dict[str, Any]]:
+    from search.train import load_net, make_datamodule, quiet, test
+
+    quiet()
+    datamodules: dict[str, Any] = {}
+    rows = []
+    for rank, r in enumerate(front):
+        trial = Path(r["trial_dir"])
+        cfg = from_dict(json.loads((trial / "config.json").read_text()))
+        key = json.dumps([cfg.features.to_dict(), cfg.augment.to_dict(), cfg.train.split, cfg.train.seed])
+        if key not in datamodules:
+            datamodules[key] = make_datamodule(cfg, data_dir, cache_dir)
+        test_acc = test(cfg, load_net(cfg, trial / "weights.safetensors"), datamodules[key], trial)
+        artifact = _copy_artifact(rank, r, trial, art_dir)
+        check = verify(artifact, data_dir)
+        rows.append(
+            {
+                **_common(rank, r, cfg, artifact, run_dir, check),
+                "val_acc": r["val_acc"],
+                "val_loss": r.get("val_loss"),
+                "test_acc": test_acc,
+                "verify_test_acc": check["test_acc"],
+                "size_bytes_study": r["size_bytes_study"],
+                "seed": r["seed"],
+                "split": r["split"],
+                "split_hash": r["split_hash"],
+                "config": cfg.to_dict(),
+            }
+        )
+    return rows
+
+
+def plot(path: Path, points: list[tuple[float, float, bool]], front: list[dict[str, Any]], budget: int, speakers: bool = False) -> None:
+    """Accuracy against size (log KiB): every trial faint, the front, the budget. Speaker
+    protocol: new-speaker accuracy (pooled over the folds) with each member's mean and worst
+    speaker; random protocol: validation and test accuracy, and the manual study's points."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    ranked = "new-speaker accuracy (folds)" if speakers else "validation"
     fig, ax = plt.subplots(figsize=(10, 5), dpi=120)
     done = [(k, a) for k, a, fin in points if fin]
     early = [(k, a) for k, a, fin in points if not fin]
     if done:
-        ax.scatter(*zip(*done, strict=True), s=14, color="tab:blue", alpha=0.25, label="trials (validation)")
+        ax.scatter(*zip(*done, strict=True), s=14, color="tab:blue", alpha=0.25, label=f"trials ({ranked})")
     if early:
-        ax.scatter(*zip(*early, strict=True), s=14, color="grey", marker="x", alpha=0.3, label="stopped early (validation)")
+        ax.scatter(*zip(*early, strict=True), s=14, color="grey", marker="x", alpha=0.3, label=f"stopped early ({ranked}, partial)")
     if front:
         kib = [r["size_kib"] for r in front]
-        ax.step(
-            kib,
-            [r["val_acc"] for r in front],
-            where="post",
-            color="tab:blue",
-            lw=1.5,
-            label="Pareto front (validation)",
-        )
-        ax.plot(kib, [r["test_acc"] for r in front], "o", color="tab:red", ms=6, label="front, test accuracy")
-    for i, (label, kib, acc) in enumerate(STUDY_POINTS):
-        ax.plot(kib, acc, "s", color="black", ms=6, label="manual study (test)" if i == 0 else None)
-        # Labels alternately above and below: the pruned and PTQ points nearly coincide.
-        dy = 4 if i % 2 == 0 else -10
-        ax.annotate(label.replace("study ", ""), (kib, acc), textcoords="offset points", xytext=(5, dy), fontsize=7)
+        ax.step(kib, [r["val_acc"] for r in front], where="post", color="tab:blue", lw=1.5, label=f"Pareto front ({ranked}, pooled)")
+        if speakers:
+            ax.plot(kib, [r["new_speaker_mean"] for r in front], "o", color="tab:purple", ms=5, label="front: mean over speakers")
+            ax.plot(kib, [r["new_speaker_worst"] for r in front], "v", color="tab:orange", ms=5, label="front: worst speaker")
+            tested = [(k, r["test_acc"]) for k, r in zip(kib, front, strict=True) if r.get("test_acc") is not None]
+            if tested:
+                ax.plot(*zip(*tested, strict=True), "o", color="tab:red", ms=6, label=f"front: test speaker {front[0]['test_speaker']}")
+        else:
+            ax.plot(kib, [r["test_acc"] for r in front], "o", color="tab:red", ms=6, label="front, test accuracy")
+    if not speakers:
+        for i, (label, kib, acc) in enumerate(STUDY_POINTS):
+            ax.plot(kib, acc, "s", color="black", ms=6, label="manual study (test)" if i == 0 else None)
+            # Labels alternately above and below: the pruned and PTQ points nearly coincide.
+            dy = 4 if i % 2 == 0 else -10
+            ax.annotate(label.replace("study ", ""), (kib, acc), textcoords="offset points", xytext=(5, dy), fontsize=7)
     ax.axvline(budget / KIB, color="tab:green", ls="--", label=f"budget {budget / KIB:g} KiB")
     ax.set_xscale("log")
-    ax.set_xlim(right=3 * max([kib for _, kib, _ in STUDY_POINTS] + [k for k, _, _ in points]))  # room for the labels
-    ax.set_xlabel("model size, KiB (artifact payload; study points in the study's convention)")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(max(0.0, min([0.6] + [a for _, a, _ in points])), 1.005)
+    right = [k for k, _, _ in points] + ([] if speakers else [kib for _, kib, _ in STUDY_POINTS]) + [budget / KIB]
+    ax.set_xlim(right=3 * max(right))  # room for the labels
+    ax.set_xlabel("model size, KiB (artifact payload" + ("" if speakers else "; study points in the study's convention") + ")")
+    ax.set_ylabel("accuracy on speakers never heard in training" if speakers else "accuracy")
+    lows = [a for _, a, _ in points] + [r.get("new_speaker_worst", 1.0) for r in front]
+    ax.set_ylim(max(0.0, min([0.6, *lows]) - 0.02), 1.005)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
@@ -180,18 +288,89 @@ def plot(path: Path, points: list[tuple[float, float, bool]], front: list[dict[s
     plt.close(fig)
 
 
+def plot_confusions(path: Path, member: dict[str, Any]) -> None:
+    """One confusion matrix per held-out speaker of a front member's folds (rows: the digit
+    said, columns: the digit predicted; clip counts), titled with the speaker's accuracy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    folds = member["folds"]
+    cols = min(3, len(folds))
+    rows = (len(folds) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 3.3 * rows + 0.6), dpi=120, squeeze=False)
+    for ax in axes.flat[len(folds) :]:
+        ax.axis("off")
+    for ax, fold in zip(axes.flat, folds, strict=False):
+        m = np.array(fold["confusion"])
+        ax.imshow(m, cmap="Blues", vmin=0, vmax=max(1, int(m.sum(1).max())))
+        for (i, j), v in np.ndenumerate(m):
+            if v:
+                ax.text(j, i, str(v), ha="center", va="center", fontsize=6, color="white" if v > m.max() / 2 else "black")
+        ax.set_title(f"{fold['speaker']}: {fold['correct'] / fold['n']:.3f}", fontsize=9)
+        ax.set_xticks(range(10))
+        ax.set_yticks(range(10))
+        ax.tick_params(labelsize=6)
+        ax.set_xlabel("predicted", fontsize=7)
+        ax.set_ylabel("said", fontsize=7)
+    fig.suptitle(
+        f"{member['quant']} h{member['hidden_size']}, {member['size_kib']:.2f} KiB: each speaker held out of training "
+        f"(pooled {member['new_speaker_acc']:.3f}, mean {member['new_speaker_mean']:.3f})",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     rows = summary["front"]
+    speakers = summary.get("protocol") == PROTOCOL_SPEAKERS
     print(f"\nPareto front of {summary['name']} ({len(rows)} of {summary['trials_finished']} finished trials):")
-    print(f"  {'KiB':>8} {'val':>7} {'test':>7} {'verify':>7}  model")
-    for r in rows:
+    if speakers:
+        test = summary.get("test_speaker")
         print(
-            f"  {r['size_kib']:8.2f} {r['val_acc']:7.4f} {r['test_acc']:7.4f} {r['verify_test_acc']:7.4f}  "
-            f"{r['quant']} h{r['hidden_size']} mfcc{r['n_mfcc']} sparsity {r['sparsity']:.0%}"
+            f"  {'KiB':>8} {'pooled':>7} {'mean':>7} {'worst':>7} {'test:' + test if test else '':>12}  model (new-speaker accuracy, folds)"
         )
+        for r in rows:
+            t = f"{r['test_acc']:12.4f}" if r.get("test_acc") is not None else " " * 12
+            print(
+                f"  {r['size_kib']:8.2f} {r['val_acc']:7.4f} {r['new_speaker_mean']:7.4f} {r['new_speaker_worst']:7.4f} {t}  "
+                f"{r['quant']} h{r['hidden_size']} mfcc{r['n_mfcc']} cmvn {r['cmvn']} (worst: {r['worst_speaker']})"
+            )
+    else:
+        print(f"  {'KiB':>8} {'val':>7} {'test':>7} {'verify':>7}  model")
+        for r in rows:
+            print(
+                f"  {r['size_kib']:8.2f} {r['val_acc']:7.4f} {r['test_acc']:7.4f} {r['verify_test_acc']:7.4f}  "
+                f"{r['quant']} h{r['hidden_size']} mfcc{r['n_mfcc']} sparsity {r['sparsity']:.0%}"
+            )
     w = summary["winner"]
     if w is None:
         print("no trial finished within the budget yet")
+        return
+    if speakers:
+        from search.speakers import FoldResult, SpeakerTable
+
+        table = SpeakerTable(tuple(FoldResult.from_dict(f) for f in w["folds"]))
+        print(
+            f"winner (best new-speaker accuracy within {summary['budget_bytes'] / KIB:g} KiB): {w['quant']} h{w['hidden_size']}, "
+            f"{w['size_bytes']} B = {w['size_kib']:.2f} KiB; each speaker held out of training in turn:"
+        )
+        print(table.format())
+        print(
+            "  These fold figures are the search's own ranking signal, so the winner's are optimistic; "
+            + (
+                f"on the test speaker {w['test_speaker']}, never seen by the search: {w['test_acc']:.4f}."
+                if w.get("test_acc") is not None
+                else "`--test-speaker NAME` keeps one speaker out of the whole search for an unbiased figure."
+            )
+        )
+        trained_on = "every speaker" if w["refit_split"] == "all" else "every speaker but the test speaker"
+        print(f"  artifact (retrained on {trained_on}): {run_dir / w['artifact']}")
+        print(f"  front: {run_dir / 'pareto.csv'}, {run_dir / 'pareto.json'}, {run_dir / 'pareto.png'}, {run_dir / 'confusion.png'}")
         return
     print(
         f"winner (best on validation within {summary['budget_bytes'] / KIB:g} KiB): {w['quant']} h{w['hidden_size']}, "

@@ -134,6 +134,12 @@ class LitClassifier(pl.LightningModule):
         self._loss_n += len(y)
         return loss
 
+    @property
+    def epoch_train_loss(self) -> float:
+        """Mean training loss of the current epoch so far. Callbacks' on_train_epoch_end runs
+        before this module's (which logs `train_loss`), so they read it here."""
+        return float(self._loss_sum / max(self._loss_n, 1))
+
     def on_train_epoch_end(self) -> None:
         self.log("train_loss", self._loss_sum / max(self._loss_n, 1))
         self._loss_sum, self._loss_n = torch.zeros(()), 0

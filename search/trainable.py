@@ -1,8 +1,15 @@
-"""One Ray Tune trial: one training run (search.train) wrapped for Tune. It knows nothing of Optuna."""
+"""One Ray Tune trial: one configuration trained under the run's protocol, wrapped for Tune. It knows nothing of Optuna.
+
+Speaker protocol (the default): the trial trains its leave-one-speaker-out folds one after
+another and reports after each (search.speakers), so that a trial whose first folds are
+already dominated is stopped early; what it reports as `val_acc` is the accuracy pooled over
+the folds done. Random protocol (the manual study's): one training run, reported every epoch.
+"""
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -10,42 +17,58 @@ import pytorch_lightning as pl
 import torch
 from ray import tune
 
+from fsdd.splits import PROTOCOL_SPEAKERS
+from search.board import EpochCurves, TrialBoard
 from search.config import Config
 from search.prune import measured_sparsity
 from search.size import size_bytes
 from search.space import to_config
-from search.train import make_datamodule, quiet, save, train
+from search.speakers import SpeakerTable, fold_configs, run_folds
+from search.train import make_datamodule, quant_label, quiet, save, train
 
 
 class TuneReport(pl.Callback):
-    """Reports every epoch to Tune (for early stopping and TensorBoard). Every report carries
+    """Reports every epoch to Tune (random protocol: for early stopping). Every report carries
     every metric the searcher expects; `final` is 1 only on the trial's last report."""
 
-    def __init__(self, size: int):
-        self.size = size
+    def __init__(self, size: int, board: TrialBoard):
+        self.size, self.board = size, board
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         m = trainer.callback_metrics
         net = pl_module.net
         sparsity = measured_sparsity(net) if hasattr(net.lstm, "weight_ih_l0") else 0.0
-        tune.report(
-            {
-                "val_acc": float(m.get("val_acc", 0.0)),
-                "val_loss": float(m.get("val_loss", float("nan"))),
-                "train_loss": float(m.get("train_loss", float("nan"))),
-                "sparsity": sparsity,
-                "size_bytes": self.size,
-                "size_kib": self.size / 1024,
-                "final": 0,
-                "infeasible": 0,
-            }
-        )
+        # `trained` marks the last epoch's report: the trial has trained all its epochs, and an
+        # early-stopping rung that falls there must not discard it (search.tuner.DominatedAtRung).
+        trained = trainer.current_epoch + 1 >= trainer.max_epochs
+        acc, loss = float(m.get("val_acc", 0.0)), float(m.get("val_loss", float("nan")))
+        report(self.size, board=self.board, val_acc=acc, val_loss=loss, sparsity=sparsity, trained=int(trained))
 
 
-def trial_dir(run_dir: str | Path, trial_id: str) -> Path:
-    """Where a trial keeps its outputs (artifact, weights, record): on the run's storage, so
-    that export finds them after a crash or on a cluster with shared storage."""
-    return Path(run_dir) / "trials" / trial_id
+def report(size: int, *, board: TrialBoard | None = None, final: bool = False, infeasible: bool = False, **metrics: Any) -> None:
+    """One report to Tune, with the keys every report carries (remembered by `board`)."""
+    figures = {"size_bytes": size, "size_kib": size / 1024, "final": int(final), "infeasible": int(infeasible), **metrics}
+    if board is not None:
+        board.last = {k: v for k, v in figures.items() if k in ("val_acc", "val_loss", "size_kib", "folds") or k.startswith("new_speaker")}
+    tune.report(figures)
+
+
+def trial_name(experiment_tag: str, params: dict[str, Any]) -> str:
+    """Short and readable, e.g. `0012-qat4-po2-h32`: the trial's number (the counter the
+    searcher puts at the start of Ray's experiment tag), its quantization and its hidden size.
+    Ray's trial folder gets this name (search.tuner), and the trial reads it back from there."""
+    number = experiment_tag.split("_", 1)[0]
+    number = f"{int(number):04d}" if number.isdigit() else number[:8]
+    quant = params.get("quant", "?")
+    if quant == "qat":
+        quant = f"qat{params.get('bits')}-{params.get('scale')}{'-pc' if params.get('per_channel') else ''}"
+    return f"{number}-{quant}-h{params.get('hidden_size')}"
+
+
+def trial_dir(run_dir: str | Path, name: str) -> Path:
+    """Where a trial keeps its outputs (record, weights, artifact, TensorBoard run): on the
+    run's storage, so that export finds them after a crash or on a cluster with shared storage."""
+    return Path(run_dir) / "trials" / name
 
 
 def run_trial(
@@ -60,41 +83,75 @@ def run_trial(
 ) -> None:
     """Tune function trainable. A configuration over budget is reported and never trained."""
     quiet()
+    start = time.time()
     cfg = to_config(base, params).replace(train={"threads": threads})
     size = size_bytes(cfg)
     trial_id = tune.get_context().get_trial_id()
-    out = trial_dir(run_dir, trial_id)
+    out = trial_dir(run_dir, Path(tune.get_context().get_trial_dir()).name)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
     if size > budget:
-        tune.report(
-            {
-                "val_acc": 0.0,
-                "val_loss": 0.0,
-                "train_loss": 0.0,
-                "sparsity": 0.0,
-                "size_bytes": size,
-                "size_kib": size / 1024,
-                "final": 1,
-                "infeasible": 1,
-            }
-        )
+        report(size, final=True, infeasible=True, trained=0, val_acc=0.0, val_loss=0.0, sparsity=0.0)
         return
     torch.set_num_threads(threads)
+    board = TrialBoard(out)
+    try:
+        record = {"trial_id": trial_id, "trial_name": out.name, "params": params, "size_bytes": size, "quant": quant_label(cfg)}
+        if cfg.train.split == PROTOCOL_SPEAKERS:
+            _speaker_trial(cfg, size, record, out, board, data_dir, cache_dir, start)
+        else:
+            _random_trial(cfg, size, record, out, board, data_dir, cache_dir, start)
+    finally:
+        board.close(params)
+
+
+def _speaker_trial(
+    cfg: Config, size: int, record: dict, out: Path, board: TrialBoard, data_dir: str, cache_dir: str | None, start: float
+) -> None:
+    n_folds = len(fold_configs(cfg, data_dir))
+
+    def on_fold(table: SpeakerTable) -> None:
+        done = len(table.folds)
+        fold = table.folds[-1]
+        curves = {f"acc_{fold.speaker}": fold.acc, "pooled_acc": table.pooled_acc, "pooled_loss": table.pooled_loss}
+        board.scalars(curves, done, "new_speaker/")
+        summary = table.summary()
+        final = done == n_folds
+        if final:
+            record.update(
+                protocol=PROTOCOL_SPEAKERS,
+                val_acc=table.pooled_acc,
+                val_loss=table.pooled_loss,
+                **summary,
+                folds=[f.to_dict() for f in table.folds],
+                hidden_size=cfg.model.hidden_size,
+                n_mfcc=cfg.features.n_mfcc,
+                seed=cfg.train.seed,
+                split=cfg.train.split,
+                test_speaker=cfg.train.test_speaker,
+                trial_s=round(time.time() - start, 2),
+            )
+            # Written before the final report: a trial that has record.json is finished, whatever Ray saved.
+            (out / "record.json").write_text(json.dumps(record, indent=1))
+            board.hparams(record["params"], {"val_acc": table.pooled_acc, "size_kib": size / 1024, **_numbers(summary)})
+        acc, loss = table.pooled_acc, table.pooled_loss
+        report(size, board=board, final=final, trained=int(final), val_acc=acc, val_loss=loss, folds=done, **_numbers(summary))
+
+    run_folds(cfg, data_dir, cache_dir, on_fold, callbacks=lambda fold: [EpochCurves(board, f"train/{fold.train.split[5:]}/")])
+
+
+def _random_trial(
+    cfg: Config, size: int, record: dict, out: Path, board: TrialBoard, data_dir: str, cache_dir: str | None, start: float
+) -> None:
     dm = make_datamodule(cfg, data_dir, cache_dir)
-    net, val_acc, val_loss = train(cfg, dm, out, [TuneReport(size)], cache_dir)
-    record = save(cfg, net, dm, out)
-    record.update(val_acc=val_acc, val_loss=val_loss, trial_id=trial_id, params=params)
+    net, val_acc, val_loss = train(cfg, dm, None, [EpochCurves(board), TuneReport(size, board)], cache_dir)
+    record.update(save(cfg, net, dm, out))
+    record.update(val_acc=val_acc, val_loss=val_loss, trial_s=round(time.time() - start, 2))
     # Written before the final report: a trial that has record.json is finished, whatever Ray saved.
     (out / "record.json").write_text(json.dumps(record, indent=1))
-    tune.report(
-        {
-            "val_acc": val_acc,
-            "val_loss": val_loss,
-            "sparsity": record["sparsity"],
-            "size_bytes": size,
-            "size_kib": size / 1024,
-            "final": 1,
-            "infeasible": 0,
-        }
-    )
+    board.hparams(record["params"], {"val_acc": val_acc, "val_loss": val_loss, "size_kib": size / 1024})
+    report(size, final=True, trained=1, val_acc=val_acc, val_loss=val_loss, sparsity=record["sparsity"])
+
+
+def _numbers(d: dict[str, Any]) -> dict[str, float]:
+    return {k: v for k, v in d.items() if isinstance(v, int | float)}

@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -17,11 +18,14 @@ from typing import Any
 import optuna
 import ray
 from ray import tune
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.search.optuna import OptunaSearch
 
+from fsdd.splits import PROTOCOL_SPEAKERS
 from search.config import from_dict
+from search.run import SearchError
 from search.space import SearchConfig, define, space_from_dict, start_points
-from search.trainable import run_trial
+from search.trainable import run_trial, trial_name
 
 
 class FinishedOnlyOptunaSearch(OptunaSearch):
@@ -40,14 +44,17 @@ class FinishedOnlyOptunaSearch(OptunaSearch):
 
 
 class DominatedAtRung(tune.Stopper):
-    """Stops a trial at a rung (epochs r, 3r, 9r, ...) when at least `k` trials that are no
-    larger already had a better validation accuracy at that rung: it is then unlikely to
-    reach the front. The multi-objective analogue of ASHA's rule; Ray's ASHA takes one
-    metric and, on accuracy alone, stops every small model, which are half the front."""
+    """Stops a trial at a rung (reports r, r*f, r*f^2, ...: epochs in the random protocol,
+    folds in the speaker protocol) when at least `k` trials that are no larger already had a
+    better accuracy at that rung: it is then unlikely to reach the front. The multi-objective
+    analogue of ASHA's rule; Ray's ASHA takes one metric and, on accuracy alone, stops every
+    small model, which are half the front. A report that says the trial has trained all it
+    will (`trained`) is never a reason to stop it. `stopped` names the trials it stopped."""
 
     def __init__(self, first_rung: int, k: int = 2, factor: int = 3):
         self.first_rung, self.k, self.factor = first_rung, k, factor
         self.seen: dict[int, list[tuple[int, float]]] = {}
+        self.stopped: set[str] = set()
 
     def _is_rung(self, it: int) -> bool:
         r = self.first_rung
@@ -57,23 +64,51 @@ class DominatedAtRung(tune.Stopper):
 
     def __call__(self, trial_id: str, result: dict) -> bool:
         it = result.get("training_iteration", 0)
-        if result.get("final") or not self._is_rung(it):
+        if result.get("final") or result.get("trained") or not self._is_rung(it):
             return False
         size, acc = result["size_bytes"], result["val_acc"]
         better = sum(1 for s, a in self.seen.get(it, []) if s <= size and a > acc)
         self.seen.setdefault(it, []).append((size, acc))
-        return better >= self.k
+        if better >= self.k:
+            self.stopped.add(trial_id)
+            return True
+        return False
 
     def stop_all(self) -> bool:
         return False
 
 
-class Progress(tune.Callback):
-    """One concise status line: trials done/running/early-stopped/infeasible/failed, the best
-    feasible validation accuracy with its size, and the time left."""
+def trial_counts(trials: list, stopped_early: set[str]) -> dict[str, int]:
+    """What happened to the trials: trained to the end (feasible), stopped early as dominated
+    (by DominatedAtRung, `stopped_early`), infeasible (over budget, never trained), failed
+    (raised), interrupted (ended otherwise: Ctrl-C, time budget; resumable), running."""
+    counts = dict.fromkeys(("finished", "stopped_early", "infeasible", "failed", "interrupted", "running", "pending"), 0)
+    for t in trials:
+        last = t.last_result or {}
+        if t.status == "ERROR":
+            counts["failed"] += 1
+        elif last.get("final"):
+            counts["infeasible" if last.get("infeasible") else "finished"] += 1
+        elif t.trial_id in stopped_early:
+            counts["stopped_early"] += 1
+        elif t.status == "RUNNING":
+            counts["running"] += 1
+        elif t.status == "PENDING":
+            counts["pending"] += 1
+        else:
+            counts["interrupted"] += 1
+    return counts
 
-    def __init__(self, trials: int, time_budget_s: float, every_s: float = 30.0):
+
+class Progress(tune.Callback):
+    """One concise status line: trials finished/early-stopped/infeasible/failed/interrupted,
+    the best feasible accuracy the search ranks on with its size, and the time left."""
+
+    def __init__(
+        self, trials: int, time_budget_s: float, stopper: DominatedAtRung | None = None, metric: str = "val", every_s: float = 30.0
+    ):
         self.trials, self.time_budget_s, self.every_s = trials, time_budget_s, every_s
+        self.stopper, self.metric = stopper, metric
         self.deadline = time.time() + time_budget_s
         self.tty = sys.stdout.isatty()
         self._last_line, self._last_print = "", 0.0
@@ -82,20 +117,20 @@ class Progress(tune.Callback):
         self.deadline = time.time() + self.time_budget_s
 
     def status(self, trials: list) -> str:
-        done = [t for t in trials if t.status in ("TERMINATED", "ERROR")]
-        final = [t for t in done if t.status == "TERMINATED" and (t.last_result or {}).get("final")]
-        infeasible = sum(1 for t in final if t.last_result.get("infeasible"))
-        feasible = [t for t in final if not t.last_result.get("infeasible")]
-        stopped = sum(1 for t in done if t.status == "TERMINATED" and not (t.last_result or {}).get("final"))
-        failed = sum(1 for t in done if t.status == "ERROR")
-        running = sum(1 for t in trials if t.status == "RUNNING")
-        line = f"{len(done)}/{self.trials} done ({stopped} stopped early, {infeasible} infeasible, {failed} failed), {running} running"
+        c = trial_counts(trials, self.stopper.stopped if self.stopper else set())
+        ended = c["finished"] + c["stopped_early"] + c["infeasible"] + c["failed"] + c["interrupted"]
+        line = (
+            f"{ended}/{self.trials} ended: {c['finished']} finished, {c['stopped_early']} stopped early, "
+            f"{c['infeasible']} infeasible, {c['failed']} failed" + (f", {c['interrupted']} interrupted" if c["interrupted"] else "")
+        )
+        line += f"; {c['running']} running"
+        feasible = [t for t in trials if (t.last_result or {}).get("final") and not t.last_result.get("infeasible")]
         if feasible:
             best = max(feasible, key=lambda t: (t.last_result["val_acc"], -t.last_result["size_bytes"]))
-            c = best.config
-            quant = c["quant"] if c["quant"] != "qat" else f"qat{c['bits']}-{c['scale']}"
             kib = best.last_result["size_bytes"] / 1024
-            line += f" | best val {best.last_result['val_acc']:.4f} at {kib:.1f} KiB ({quant}, h{c['hidden_size']})"
+            line += (
+                f" | best {self.metric} {best.last_result['val_acc']:.4f} at {kib:.1f} KiB ({trial_name(best.experiment_tag, best.config)})"
+            )
         left = max(0, int(self.deadline - time.time()))
         return line + f" | {left // 60}m{left % 60:02d}s left"
 
@@ -119,6 +154,10 @@ def search_config(settings: dict[str, Any]) -> SearchConfig:
     return SearchConfig(from_dict(settings["base"]), space_from_dict(settings["space"]))
 
 
+def is_speaker_protocol(settings: dict[str, Any]) -> bool:
+    return settings["base"]["train"]["split"] == PROTOCOL_SPEAKERS
+
+
 def make_trainable(run_dir: Path, settings: dict[str, Any], trial_fn: Callable = run_trial):
     """The Tune trainable: `trial_fn` (search.trainable.run_trial; tests wrap it) with the run's settings."""
     sc = search_config(settings)
@@ -135,18 +174,37 @@ def make_trainable(run_dir: Path, settings: dict[str, Any], trial_fn: Callable =
     return tune.with_resources(fn, {"cpu": cpus})
 
 
+def make_stopper(settings: dict[str, Any]) -> DominatedAtRung | None:
+    """Early stopping of dominated trials (None for random search, which trains every trial to
+    the end). Rungs: after folds 1, 2, 4 in the speaker protocol; at epochs r, 3r, 9r ... in
+    the random protocol (r = a sixth of the base epochs)."""
+    if settings.get("sampler", "tpe") == "random":
+        return None
+    if is_speaker_protocol(settings):
+        return DominatedAtRung(first_rung=1, factor=2)
+    return DominatedAtRung(first_rung=max(2, search_config(settings).base.train.epochs // 6))
+
+
+def ray_callbacks(settings: dict[str, Any], stopper: DominatedAtRung | None) -> list[tune.Callback]:
+    """Ray's JSON and CSV loggers (export reads result.json), no TensorBoard logger of Ray's: each
+    trial writes its own TensorBoard run (search.board), named for what it is, so TensorBoard
+    shows every trial once. And the progress line."""
+    metric = "new-speaker acc" if is_speaker_protocol(settings) else "val"
+    return [JsonLoggerCallback(), CSVLoggerCallback(), Progress(settings["trials"], settings["time_budget_s"], stopper, metric)]
+
+
 def make_tuner(run_dir: Path, settings: dict[str, Any], verbose: bool, trial_fn: Callable = run_trial) -> tune.Tuner:
     sc = search_config(settings)
     seed = sc.base.train.seed
     space = functools.partial(define, sc=sc, budget=settings["budget_bytes"])
     metric, mode = ["val_acc", "size_bytes"], ["max", "min"]
+    stopper = make_stopper(settings)
     if settings.get("sampler", "tpe") == "random":
         # The baseline: uniform random points of the same space, every trial trained to the end.
         sampler: optuna.samplers.BaseSampler = optuna.samplers.RandomSampler(seed=seed)
-        stopper, first = None, []
+        first = []
     else:
         sampler = optuna.samplers.TPESampler(multivariate=True, group=True, constant_liar=True, seed=seed, n_startup_trials=16)
-        stopper = DominatedAtRung(first_rung=max(2, sc.base.train.epochs // 6))
         first = start_points(sc)
     searcher = FinishedOnlyOptunaSearch(space=space, metric=metric, mode=mode, sampler=sampler, points_to_evaluate=first)
     return tune.Tuner(
@@ -155,11 +213,15 @@ def make_tuner(run_dir: Path, settings: dict[str, Any], verbose: bool, trial_fn:
             search_alg=searcher,
             num_samples=settings["trials"],
             time_budget_s=settings["time_budget_s"],
+            # One worker process per CPU slot, kept across trials: torch, Lightning and Brevitas are
+            # imported once per worker instead of once per trial (seconds each on this machine).
+            reuse_actors=True,
+            trial_dirname_creator=lambda trial: trial_name(trial.experiment_tag, trial.config),
         ),
         run_config=tune.RunConfig(
             name=run_dir.name,
             storage_path=str(run_dir.parent),
-            callbacks=[Progress(settings["trials"], settings["time_budget_s"])],
+            callbacks=ray_callbacks(settings, stopper),
             stop=stopper,
             verbose=2 if verbose else 0,
             failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
@@ -167,17 +229,62 @@ def make_tuner(run_dir: Path, settings: dict[str, Any], verbose: bool, trial_fn:
     )
 
 
+def short_temp_dir() -> str | None:
+    """A temporary directory for Ray when the default one is too long for its sockets.
+
+    Ray puts AF_UNIX sockets under `<temp>/session_<date>_<pid>/sockets/`, and such a path may
+    not exceed 107 bytes; with a long $TMPDIR, Ray fails to start. Returns None when the default
+    is short enough, else `/tmp/ray-<uid>` (created); SearchError if that is not possible."""
+    default = os.path.join(tempfile.gettempdir(), "ray")
+    if len(default) + SOCKET_SUFFIX <= 107:
+        return None
+    short = f"/tmp/ray-{os.getuid()}"
+    try:
+        os.makedirs(short, exist_ok=True)
+        if not os.access(short, os.W_OK):
+            raise OSError("not writable")
+    except OSError:
+        raise SearchError(
+            f"the temporary directory {tempfile.gettempdir()!r} is too long for Ray's sockets "
+            f"(AF_UNIX paths are limited to 107 bytes) and {short} is not usable: set TMPDIR to a shorter directory"
+        ) from None
+    return short
+
+
+SOCKET_SUFFIX = 64  # len("/session_2026-11-29_19-47-59_123456_1234567/sockets/plasma_store") rounded up
+
+
 def init_ray(args: argparse.Namespace, settings: dict[str, Any]) -> None:
+    """Start (or join) Ray; SearchError with one line if it cannot start or cannot run a trial."""
     level = logging.INFO if args.verbose else logging.ERROR
-    if args.address:
-        ray.init(address=args.address, log_to_driver=args.verbose, logging_level=level)
-    else:
-        ray.init(
-            address="local",  # a private instance: never join a cluster someone else started here
-            include_dashboard=args.dashboard,
-            dashboard_host="127.0.0.1",
-            log_to_driver=args.verbose,
-            logging_level=level,
+    try:
+        if args.address:
+            ray.init(address=args.address, log_to_driver=args.verbose, logging_level=level)
+        else:
+            temp = short_temp_dir()
+            if temp:
+                print(f"note: $TMPDIR is too long for Ray's sockets; Ray keeps its session files in {temp}", flush=True)
+            ray.init(
+                address="local",  # a private instance: never join a cluster someone else started here
+                include_dashboard=args.dashboard,
+                dashboard_host="127.0.0.1",
+                log_to_driver=args.verbose,
+                logging_level=level,
+                **({"_temp_dir": temp} if temp else {}),
+            )
+    except SearchError:
+        raise
+    except Exception as e:  # noqa: BLE001 - Ray raises many kinds; the user needs the cause in one line
+        cause = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SearchError(f"Ray could not start ({type(e).__name__}: {cause}); nothing was run, the same command can be retried") from None
+    need = settings["cpus_per_trial"]
+    per_node = [n.get("Resources", {}).get("CPU", 0) for n in ray.nodes() if n.get("Alive")]
+    if not per_node or max(per_node) < need:
+        ray.shutdown()
+        have = max(per_node, default=0)
+        raise SearchError(
+            f"--cpus-per-trial {need} cannot be placed: the largest node of this Ray cluster has {have:g} CPUs; "
+            f"use --cpus-per-trial {max(1, int(have))} or fewer"
         )
 
 
@@ -190,27 +297,49 @@ def run_search(run_dir: Path, settings: dict[str, Any], args: argparse.Namespace
     # driver loses at most that much; trials' own records are on disk regardless.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0" if not args.verbose else "1")
+    # Ray's default loggers include a TensorBoard one per trial, beside each trial's own run
+    # (search.board): off, and the JSON/CSV loggers are added explicitly (ray_callbacks).
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     # Let Tune start the next trials while earlier ones are still starting up (actor start
     # and imports take seconds here); by default a searcher gets one pending trial at a time.
     os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(1, (os.cpu_count() or 1) // settings["cpus_per_trial"])))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "search.json").write_text(json.dumps(settings, indent=1))
+    # Ray starts before the run folder exists: a search that cannot start leaves nothing behind
+    # that would block the next attempt (no half-made run that can neither restart nor resume).
     init_ray(args, settings)
-    print(
-        f"run {settings['name']}: budget {settings['budget_kb']:g} KiB = {settings['budget_bytes']} B, "
-        f"{settings['trials']} trials, time budget {settings['time_budget_s'] / 60:.0f} min, results in {run_dir}"
-    )
-    print(f"watch it: tensorboard --logdir {run_dir} --host 127.0.0.1", flush=True)
     try:
-        if args.resume:
-            tuner = tune.Tuner.restore(str(run_dir), trainable=make_trainable(run_dir, settings, trial_fn), resume_unfinished=True)
-        else:
-            tuner = make_tuner(run_dir, settings, args.verbose, trial_fn)
-        ran = len(tuner.fit())
-    except KeyboardInterrupt:  # Ray usually handles Ctrl-C itself and returns from fit()
-        ran = 0
+        if args.resume and not tune.Tuner.can_restore(str(run_dir)):
+            raise SearchError(
+                f"run {settings['name']!r} has no saved search state (it never got going): "
+                f"delete {run_dir} and start it again without --resume"
+            )
+        fresh = not run_dir.exists()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "search.json").write_text(json.dumps(settings, indent=1))
+        protocol = (
+            "speaker protocol (leave-one-speaker-out folds)"
+            if is_speaker_protocol(settings)
+            else "split " + settings["base"]["train"]["split"]
+        )
+        print(
+            f"run {settings['name']}: budget {settings['budget_kb']:g} KiB = {settings['budget_bytes']} B, {settings['trials']} trials, "
+            f"time budget {settings['time_budget_s'] / 60:.0f} min, {protocol}, results in {run_dir}"
+        )
+        print(f"watch it: tensorboard --logdir {run_dir} --host 127.0.0.1", flush=True)
+        try:
+            if args.resume:
+                tuner = tune.Tuner.restore(str(run_dir), trainable=make_trainable(run_dir, settings, trial_fn), resume_unfinished=True)
+            else:
+                tuner = make_tuner(run_dir, settings, args.verbose, trial_fn)
+            ran = len(tuner.fit())
+        except KeyboardInterrupt:  # Ray usually handles Ctrl-C itself and returns from fit()
+            ran = 0
+        except Exception as e:
+            if fresh and not tune.Tuner.can_restore(str(run_dir)):
+                shutil.rmtree(run_dir, ignore_errors=True)  # nothing ran: leave no half-made run behind
+            cause = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise SearchError(f"the search could not run ({type(e).__name__}: {cause})") from None
     finally:
         ray.shutdown()
     summary = export(run_dir)

@@ -3,14 +3,17 @@ and the length-bucketing batch sampler."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from fsdd.audio import parse_name
+from fsdd.augment import AugmentConfig, Variant, time_mask
 from fsdd.datamodule import Augment, BucketBatchSampler, Clips, FSDDDataModule
-from fsdd.features import FeatureConfig, load_features
+from fsdd.features import FeatureConfig, apply_cmvn, load_features
 from search.model import LSTMClassifier
 
 CFG = FeatureConfig()
@@ -25,9 +28,9 @@ def data(small_data_shared: Path, tmp_path_factory: pytest.TempPathFactory, torc
     return small_data_shared, cache, names, feats
 
 
-def make_dm(data, **kwargs) -> FSDDDataModule:
+def make_dm(data, features: FeatureConfig = CFG, **kwargs) -> FSDDDataModule:
     data_dir, cache, _, _ = data
-    dm = FSDDDataModule(data_dir, CFG, cache_dir=cache, batch_size=16, **kwargs)
+    dm = FSDDDataModule(data_dir, features, cache_dir=cache, batch_size=16, **kwargs)
     dm.setup("fit")
     return dm
 
@@ -211,3 +214,85 @@ def test_datamodule_train_loader_reshuffles_between_epochs(data) -> None:
     assert sorted(sum(first, [])) == sorted(sum(second, [])) == sorted(dm.sets["train"].labels)
     val = dm.val_dataloader()
     assert [y.tolist() for _, _, y in val] == [y.tolist() for _, _, y in val]  # val order is fixed
+
+
+# --- the speaker protocol: folds, CMVN and audio variants -------------------------------
+
+
+def test_fold_statistics_come_from_the_training_speakers_only(data) -> None:
+    _, _, names, feats = data
+    cfg = dataclasses.replace(CFG, cmvn="mean")  # (meanvar would make every mean 0)
+    dm = make_dm(data, split="loso:george", features=cfg)
+    assert not dm.has_val and "val" not in dm.sets
+    george = {i for i, n in enumerate(names) if parse_name(n)[1] == "george"}
+    assert set(dm.split.test) == george and not george & set(dm.split.train)
+    cmvn = [apply_cmvn(f, "mean") for f in feats]
+    train = torch.cat([cmvn[i] for i in dm.split.train])
+    torch.testing.assert_close(dm.mean, train.mean(0))
+    torch.testing.assert_close(dm.std, train.std(0).clamp_min(1e-5))
+    # The held-out speaker's frames would move the statistics if they were used.
+    everything = torch.cat(cmvn)
+    assert not torch.allclose(dm.std, everything.std(0), rtol=0, atol=1e-3)
+
+
+def test_cmvn_per_utterance() -> None:
+    x = torch.randn(17, 13, dtype=torch.float64).float() * 5 + 3
+    m = apply_cmvn(x, "mean")
+    torch.testing.assert_close(m.mean(0), torch.zeros(13), atol=1e-5, rtol=0)
+    torch.testing.assert_close(m, x - x.mean(0), atol=1e-5, rtol=0)
+    mv = apply_cmvn(x, "meanvar")
+    torch.testing.assert_close(mv.pow(2).mean(0), torch.ones(13), atol=1e-4, rtol=0)  # population variance 1
+    assert torch.equal(apply_cmvn(x, "none"), x)
+    one = apply_cmvn(torch.ones(1, 13), "meanvar")  # one frame: zero deviation, floored, not NaN
+    assert torch.equal(one, torch.zeros(1, 13))
+
+
+def test_audio_variants_train_only_and_cached(data, monkeypatch) -> None:
+    data_dir, cache, names, feats = data
+    aug = AugmentConfig(speeds=(0.9,), tempos=(1.2,), noise_snr_db=20.0)
+    assert len(aug.variants()) == 2 * 2 * 2 - 1
+    dm = make_dm(data, augment=aug, channel_drop=0.0, frame_drop=0.0)
+    n = len(dm.split.train)
+    assert dm.n_versions == 8 and len(dm.train_versions) == 8 * n
+    # Evaluation parts hold the real clips only, unaugmented.
+    for part in ("train", "val", "test"):
+        assert len(dm.sets[part]) == len(getattr(dm.split, part))
+    for idx, (x, lengths, _) in batches_with_indices(dm, "val", train=False):
+        for b, i in enumerate(idx):
+            assert torch.equal(x[b, : lengths[b]], normalized(dm, feats, i))
+    # An epoch draws one version of every training clip, and versions vary between epochs.
+    loader = dm.loader("train", train=True)
+    epochs = [sorted(i for batch in loader.batch_sampler for i in batch) for _ in range(2)]
+    for picked in epochs:
+        assert len(picked) == n and sorted(i % n for i in picked) == list(range(n))
+    assert epochs[0] != epochs[1] and max(epochs[0]) >= n
+    # Variants are cached: a second DataModule computes nothing.
+    import fsdd.features
+
+    def boom(*a, **k):
+        raise AssertionError("recomputed a cached variant")
+
+    monkeypatch.setattr(fsdd.features, "clip_features", boom)
+    dm2 = make_dm(data, augment=aug, channel_drop=0.0, frame_drop=0.0)
+    assert all(torch.equal(a, b) for a, b in zip(dm2.train_versions.feats, dm.train_versions.feats, strict=True))
+
+
+def test_variants_change_the_clip() -> None:
+    x = np.sin(np.linspace(0, 400, 4000)).astype(np.float32)
+    fast = Variant(speed=1.25).speed_up(x, 8000)
+    assert abs(len(fast) - 3200) <= 1
+    noisy = Variant(snr_db=10.0).add_noise(x, "a.wav")
+    snr = 10 * np.log10(np.mean(x.astype(np.float64) ** 2) / np.mean((noisy - x).astype(np.float64) ** 2))
+    assert abs(snr - 10.0) < 0.5
+    assert np.array_equal(noisy, Variant(snr_db=10.0).add_noise(x, "a.wav"))  # reproducible (cached)
+    assert not np.array_equal(noisy, Variant(snr_db=10.0).add_noise(x, "b.wav"))
+
+
+def test_time_masks_zero_spans_within_each_clip() -> None:
+    x = torch.ones(4, 30, 3)
+    lengths = torch.tensor([30, 20, 10, 5])
+    out = time_mask(x, lengths, masks=2, width=4, generator=torch.Generator().manual_seed(0))
+    zeroed = (out == 0).all(2)
+    assert zeroed.sum(1).le(8).all() and zeroed.any()
+    for b, n in enumerate(lengths.tolist()):
+        assert not zeroed[b, n + 4 :].any()  # masks start within the clip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -40,14 +41,31 @@ def args(tiny_config, small_data, cache_dir, out, name, *extra) -> list[str]:
 
 
 def ray_trials(run_dir: Path) -> dict[str, dict]:
-    """Last result of every trial Ray recorded, by trial id."""
+    """Last result of every trial Ray recorded, by trial id (with `dir`: its folder's name)."""
     out = {}
     for f in run_dir.glob("*/result.json"):
         lines = f.read_text().strip().splitlines()
         if lines:
             last = json.loads(lines[-1])
-            out[last["trial_id"]] = last
+            out[last["trial_id"]] = last | {"dir": f.parent.name}
     return out
+
+
+def tensorboard_runs(run_dir: Path) -> dict[str, dict]:
+    """What TensorBoard shows for `--logdir run_dir`: its runs (folders holding event files),
+    each with its scalar tags and whether it has an HParams row, read with TensorBoard's reader."""
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+
+    mux = EventMultiplexer().AddRunsFromDirectory(str(run_dir))
+    mux.Reload()
+    runs = {}
+    for run, tags in mux.Runs().items():
+        try:
+            plugins = mux.GetAccumulator(run).PluginTagToContent("hparams")
+        except KeyError:  # no HParams row in this run
+            plugins = {}
+        runs[run] = {"scalars": set(tags["scalars"]) | set(tags.get("tensors", [])), "hparams": plugins}
+    return runs
 
 
 @pytest.mark.slow
@@ -98,8 +116,22 @@ def test_search_end_to_end_with_a_failing_trial(tiny_config, small_data, cache_d
         cfg_size = json.loads((trial / "record.json").read_text())["size_bytes"] if (trial / "record.json").exists() else None
         if cfg_size is not None:
             assert cfg_size <= budget
-    # TensorBoard: Ray's per-trial logs (with hparams) and Lightning's curves are in the run dir.
-    assert list(run_dir.glob("*/events.out.tfevents.*")) and list(run_dir.glob("trials/*/events.out.tfevents.*"))
+    # TensorBoard: one run per trained trial, named for what it is, with its curves and HParams row.
+    runs = tensorboard_runs(run_dir)
+    trained = {r["dir"] for r in ray_trials(run_dir).values() if not r.get("infeasible")}
+    assert set(runs) == {f"trials/{d}" for d in trained}, (set(runs), trained)
+    for name, run in runs.items():
+        assert re.fullmatch(r"trials/\d{4}-(fp32|ptq_int8|qat\d-(po2|float)(-pc)?)-h\d+", name), name
+        assert "train/train_loss" in run["scalars"] and "train/lr" in run["scalars"], (name, run["scalars"])
+    finished = {f.parent.name for f in run_dir.glob("trials/*/record.json")}
+    for d in finished:
+        run = runs[f"trials/{d}"]
+        assert "_hparams_/session_start_info" in run["hparams"] and "val_acc" in run["scalars"]
+        params = json.loads((run_dir / "trials" / d / "record.json").read_text())["params"]
+        start = run["hparams"]["_hparams_/session_start_info"]
+        for key in ("quant", "hidden_size", "lr", "n_mfcc"):
+            assert key.encode() in start, (key, d)  # every searched parameter is in the HParams row
+        assert params
 
 
 @pytest.mark.slow
@@ -120,7 +152,7 @@ def test_infeasible_configurations_are_reported_not_trained(tmp_path, small_data
     assert infeasible, "the seeded sampler proposed no infeasible point; widen the test"
     for r in infeasible:
         assert r["training_iteration"] == 1 and r["size_bytes"] > 1.3 * KIB
-        assert not (run_dir / "trials" / r["trial_id"] / "weights.safetensors").exists()
+        assert not (run_dir / "trials" / r["dir"] / "weights.safetensors").exists()
 
 
 @pytest.mark.slow
@@ -179,3 +211,88 @@ def test_no_traceback_from_the_cli(tmp_path):
         cwd=Path(__file__).parents[1],
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and proc.stderr.startswith("error: budget")
+
+
+SPEAKERS_TINY = """
+base:
+  train: {epochs: 2, batch_size: 32, split: speakers}
+  features: {cmvn: meanvar}
+space:
+  hidden_sizes: [4, 8]
+  n_mfcc: [8, 13]
+  quant_modes: [fp32, qat]
+  qat_epochs: 2
+  prune: false
+"""
+
+
+@pytest.mark.slow
+def test_speaker_protocol_end_to_end_with_a_test_speaker(small_data, cache_dir, tmp_path, capsys):
+    cfg = tmp_path / "sp.yaml"
+    cfg.write_text(SPEAKERS_TINY)
+    argv = ["--config", str(cfg), "--data-dir", str(small_data), "--cache-dir", str(cache_dir), "--out", str(tmp_path / "runs"),
+            "--name", "sp", "--budget-kb", "3", "--trials", "4", "--time-budget", "8m", "--test-speaker", "theo"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    run_dir = tmp_path / "runs" / "sp"
+    assert "speaker protocol" in out and "each speaker held out of training in turn" in out and "test speaker theo" in out
+    summary = json.loads((run_dir / "pareto.json").read_text())
+    assert summary["protocol"] == "speakers" and summary["test_speaker"] == "theo" and summary["front"]
+    folds = ["george", "jackson", "lucas", "nicolas", "yweweler"]
+    for row in summary["front"]:
+        assert row["size_bytes"] <= 3 * KIB
+        assert [f["speaker"] for f in row["folds"]] == folds  # the test speaker is in no fold
+        per = [row[f"acc_{s}"] for s in folds]
+        assert row["new_speaker_worst"] == min(per) and abs(row["new_speaker_mean"] - sum(per) / 5) < 1e-9
+        assert row["val_acc"] == sum(f["correct"] for f in row["folds"]) / sum(f["n"] for f in row["folds"])
+        # The artifact was retrained on the five search speakers and tested once on theo; it verifies.
+        assert row["refit_split"] == "loso:theo" and row["test_acc"] is not None
+        assert row["verify_agree"] == 1.0 and row["verify_test_acc"] == row["test_acc"]
+        from search.artifact import read
+
+        meta, _ = read(run_dir / row["artifact"])
+        assert meta["format_version"] == "2" and meta["split"] == "loso:theo"
+        assert json.loads(meta["estimate"])["new_speaker_acc"] == row["new_speaker_acc"]
+    header = (run_dir / "pareto.csv").read_text().splitlines()[0].split(",")
+    for col in ("new_speaker_acc", "new_speaker_mean", "new_speaker_worst", "acc_george", "acc_yweweler", "test_acc"):
+        assert col in header
+    assert (run_dir / "confusion.png").stat().st_size > 0 and (run_dir / "pareto.png").stat().st_size > 0
+    # TensorBoard: per-fold curves and the new-speaker figures, one run per trial.
+    runs = tensorboard_runs(run_dir)
+    assert runs and all(name.startswith("trials/") for name in runs)
+    finished = [f.parent.name for f in run_dir.glob("trials/*/record.json")]
+    for d in finished:
+        tags = runs[f"trials/{d}"]["scalars"]
+        assert {"new_speaker/pooled_acc", "new_speaker/acc_george", "train/george/train_loss", "new_speaker_worst"} <= tags, tags
+
+
+def test_a_rung_on_the_last_epoch_never_stops_a_trained_trial():
+    from search.tuner import DominatedAtRung
+
+    stop = DominatedAtRung(first_rung=2, k=1, factor=3)  # rungs at 2, 6, 18: base epochs 6 ends on a rung
+    assert stop("a", {"training_iteration": 6, "size_bytes": 100, "val_acc": 0.9, "trained": 0}) is False
+    # Dominated at the rung, but it has trained all its epochs: kept.
+    assert stop("b", {"training_iteration": 6, "size_bytes": 200, "val_acc": 0.5, "trained": 1}) is False
+    assert stop("c", {"training_iteration": 6, "size_bytes": 200, "val_acc": 0.5, "trained": 0}) is True
+    assert stop.stopped == {"c"}
+
+
+def test_trial_counts_tell_stopped_early_from_interrupted():
+    from types import SimpleNamespace
+
+    from search.tuner import trial_counts
+
+    def trial(tid, status, **last):
+        return SimpleNamespace(trial_id=tid, status=status, last_result=last)
+
+    trials = [
+        trial("fin", "TERMINATED", final=1),
+        trial("inf", "TERMINATED", final=1, infeasible=1),
+        trial("dom", "TERMINATED", final=0),
+        trial("ctrl-c", "TERMINATED", final=0),  # ended by Ctrl-C or the time budget, not by the stopper
+        trial("paused", "PAUSED", final=0),
+        trial("err", "ERROR"),
+        trial("run", "RUNNING"),
+    ]
+    c = trial_counts(trials, stopped_early={"dom"})
+    assert c == {"finished": 1, "infeasible": 1, "stopped_early": 1, "interrupted": 2, "failed": 1, "running": 1, "pending": 0}

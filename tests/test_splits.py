@@ -10,7 +10,7 @@ import pytest
 
 from fsdd.audio import parse_name
 from fsdd.errors import DataError
-from fsdd.splits import Split, make_split
+from fsdd.splits import Split, fold_kinds, make_split
 
 SPEAKERS = ["george", "jackson", "lucas", "nicolas", "theo", "yweweler"]
 
@@ -108,3 +108,53 @@ def test_unknown_speaker_lists_speakers(names: list[str]) -> None:
 def test_too_few_clips_is_a_data_error() -> None:
     with pytest.raises(DataError, match="empty"):
         make_split(["0_a_0.wav", "1_a_0.wav"], "random")
+
+
+# --- the speaker protocol: leave-one-speaker-out folds -------------------------------------
+
+
+def speakers_in(names: list[str], idx) -> set[str]:
+    return {parse_name(names[i])[1] for i in idx}
+
+
+@pytest.mark.parametrize("test_speaker", [None, "theo"])
+def test_no_fold_has_a_speaker_in_both_training_and_held_out(names: list[str], test_speaker: str | None) -> None:
+    kinds = fold_kinds(names, test_speaker)
+    assert kinds == [f"loso:{s}" for s in SPEAKERS if s != test_speaker]
+    held_out = []
+    for kind in kinds:
+        s = make_split(names, kind, seed=0, test_speaker=test_speaker)
+        speaker = kind.split(":")[1]
+        assert speakers_in(names, s.test) == {speaker}
+        assert speaker not in speakers_in(names, s.train) and not s.val
+        assert speakers_in(names, s.train) == set(SPEAKERS) - {speaker, test_speaker}
+        assert set(s.test) | set(s.train) == {i for i, n in enumerate(names) if parse_name(n)[1] != test_speaker}
+        held_out += s.test
+    # Pooled over the folds, every clip (but the test speaker's) is held out exactly once.
+    assert sorted(held_out) == [i for i, n in enumerate(names) if parse_name(n)[1] != test_speaker]
+
+
+def test_all_split_trains_on_everything_but_the_test_speaker(names: list[str]) -> None:
+    s = make_split(names, "all", seed=0)
+    assert s.train == tuple(range(len(names))) and not s.val and not s.test
+    t = make_split(names, "all", seed=0, test_speaker="george")
+    assert "george" not in speakers_in(names, t.train) and len(t.train) == 2500 and t.hash != s.hash
+    # The refit with a test speaker is the test speaker's fold: trained on the other five, tested on it.
+    r = make_split(names, "loso:george", seed=0)
+    assert r.train == t.train and speakers_in(names, r.test) == {"george"}
+
+
+def test_speaker_protocol_bad_input_is_one_clear_line(names: list[str]) -> None:
+    with pytest.raises(DataError, match="unknown speaker 'bob'.*george"):
+        fold_kinds(names, "bob")
+    with pytest.raises(DataError, match="unknown speaker 'bob'"):
+        make_split(names, "loso:bob")
+    with pytest.raises(DataError, match="test speaker 'theo'"):
+        make_split(names, "loso:theo", test_speaker="theo")
+    one = [n for n in names if parse_name(n)[1] == "theo"]
+    with pytest.raises(DataError, match="at least two speakers.*theo"):
+        fold_kinds(one)
+    two = [n for n in names if parse_name(n)[1] in ("theo", "lucas")]
+    with pytest.raises(DataError, match="at least two speakers"):
+        fold_kinds(two, test_speaker="lucas")
+    assert fold_kinds(two) == ["loso:lucas", "loso:theo"]

@@ -101,6 +101,11 @@ MODES = {
     "ptq_int8": {"quant": {"mode": "ptq_int8"}},
     "qat4-po2": {"quant": {"mode": "qat", "bits": 4, "scale": "po2", "warm_start": False}},
     "qat3-float-pc": {"quant": {"mode": "qat", "bits": 3, "scale": "float", "per_channel": True, "warm_start": False}},
+    # Format version 2: per-utterance CMVN, and the speaker protocol's refit on every clip (`all`).
+    "cmvn-meanvar": {"features": {"cmvn": "meanvar"}},
+    "cmvn-mean-qat5": {"features": {"cmvn": "mean"}, "quant": {"mode": "qat", "bits": 5, "scale": "po2", "warm_start": False}},
+    "refit-all": {"features": {"cmvn": "meanvar"}, "train": {"split": "all"}},
+    "refit-test-speaker": {"features": {"cmvn": "meanvar"}, "train": {"split": "loso:theo"}},
 }
 
 
@@ -126,7 +131,8 @@ def trained(small_fsdd: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
     results = {}
     for mode, extra in MODES.items():
         # Small batches and a high learning rate: 2 epochs that still give varied predictions.
-        cfg = from_dict({"model": {"hidden_size": 8}, "train": {"epochs": 2, "batch_size": 4, "lr": 0.02}, **extra})
+        train_cfg = {"epochs": 2, "batch_size": 4, "lr": 0.02} | extra.get("train", {})
+        cfg = from_dict({"model": {"hidden_size": 8}, **extra, "train": train_cfg})
         out = tmp_path_factory.mktemp(mode)
         results[mode] = train.run(cfg, small_fsdd, out, cache_dir=cache) | {"cfg": cfg}
     return results
@@ -144,6 +150,11 @@ def test_end_to_end(mode: str, trained: dict, small_fsdd: Path, capsys: pytest.C
     got = json.loads(out[-1])
     assert got["size_bytes"] == result["size_bytes"] == size_bytes(result["cfg"]) == artifact.payload_bytes(path)
     assert got["n_test"] == len(json.loads(preds.read_text())) == got["n_compared"]
+    assert got["format_version"] == artifact.FORMAT_VERSION
+    if mode == "refit-all":  # no test set: the training clips are checked for agreement
+        assert got["test_acc"] is None and result["test_acc"] is None and got["n_test"] == 60
+        assert got["agree"] == 1.0
+        return
     if mode == "ptq_int8" and got["test_acc"] != result["test_acc"]:
         # The torch model quantizes activations at run time; the reference does not.
         assert got["agree"] >= 0.9
@@ -156,6 +167,24 @@ def test_end_to_end(mode: str, trained: dict, small_fsdd: Path, capsys: pytest.C
     other.write_text(json.dumps(flipped))
     rc, out, _ = run_main(capsys, path, "--data-dir", small_fsdd, "--predictions", other)
     assert rc == 0 and json.loads(out[-1])["agree"] <= 1 - got["agree"] + 1e-9
+
+
+@needs_fsdd
+def test_format_version_1_still_verifies(fsdd_dir: Path, tmp_path: Path, capsys) -> None:
+    # tests/data/v1-*.safetensors was written by the format-1 exporter (commit cc292ff), trained
+    # on takes 0-3 of every digit and speaker; its predictions.json are that torch model's.
+    data = tmp_path / "recordings"
+    data.mkdir()
+    for f in fsdd_dir.glob("*.wav"):
+        if int(f.stem.split("_")[2]) < 4:
+            (data / f.name).symlink_to(f)
+    v1 = REPO_ROOT / "tests" / "data" / "v1-qat4-po2-h16.safetensors"
+    meta, _ = artifact.read(v1)
+    assert meta["format_version"] == "1" and "cmvn" not in json.loads(meta["features"])
+    rc, out, err = run_main(capsys, v1, "--data-dir", data)
+    assert rc == 0, err
+    got = json.loads(out[-1])
+    assert got["format_version"] == "1" and got["agree"] == 1.0 and got["n_compared"] == 40 and got["test_acc"] == 0.625
 
 
 @needs_fsdd
