@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import struct
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import soundfile as sf
 from fsdd.errors import DataError
 
 SAMPLE_RATE = 8000
+MAX_CLIP_SECONDS = 30  # FSDD's longest clip lasts 2.3 s
 
 
 def _check_riff_size(path: Path) -> None:
@@ -30,7 +32,9 @@ def _check_riff_size(path: Path) -> None:
 
 
 def read_wav(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Mono float32 samples in [-1, 1]. Raises DataError naming the file if it is unusable.
+    """Mono float32 samples in [-1, 1]. Raises DataError naming the file if it is unusable:
+    missing, not RIFF/WAVE, truncated or corrupt, another sample rate, no samples, longer than
+    MAX_CLIP_SECONDS, or any sample NaN or infinite (float wavs can hold them).
 
     A file at another sample rate is refused rather than resampled, so that the training
     pipeline and the numpy reference (search.verify) read exactly the same samples.
@@ -38,15 +42,27 @@ def read_wav(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     path = Path(path)
     _check_riff_size(path)
     try:
-        data, sr = sf.read(path, dtype="float32", always_2d=True)
+        with sf.SoundFile(path) as f:
+            sr, frames = f.samplerate, f.frames
+            if sr != sample_rate:
+                resample = f"resample it first, e.g. `sox in.wav -r {sample_rate} out.wav`"
+                raise DataError(f"{path}: sample rate {sr} Hz, expected {sample_rate} Hz ({resample})")
+            # Checked before reading: every clip is padded to the longest, so one long
+            # recording would take all the memory (an hour: about 22 GB of padded MFCCs).
+            if frames > MAX_CLIP_SECONDS * sr:
+                raise DataError(
+                    f"{path}: {frames / sr:.1f} s long, over {MAX_CLIP_SECONDS} s: a clip holds one spoken digit (cut it first)"
+                )
+            data = f.read(frames, dtype="float32", always_2d=True)  # ADPCM files are not seekable: give the count
     except sf.SoundFileError as e:
         raise DataError(f"{path}: corrupt or unreadable wav ({e})") from None
-    if sr != sample_rate:
-        raise DataError(
-            f"{path}: sample rate {sr} Hz, expected {sample_rate} Hz (resample it first, e.g. `sox in.wav -r {sample_rate} out.wav`)"
-        )
     if data.shape[0] == 0:
         raise DataError(f"{path}: wav holds no samples")
+    bad = ~np.isfinite(data).all(axis=1)
+    if bad.any():
+        # A float64 sample beyond float32's range reads as inf, so the count covers those too.
+        first = int(np.argmax(bad))
+        raise DataError(f"{path}: {int(bad.sum())} non-finite samples (NaN or infinite), the first at sample {first} ({first / sr:.3f} s)")
     return data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
 
 
@@ -69,24 +85,44 @@ def trim_silence(x: np.ndarray, top_db: float | None, frame: int = 256, hop: int
     return x[start:end]
 
 
+_NAME = re.compile(r"([^_]*)_([^_]*)_([^_]*)")
+
+
 def parse_name(name: str) -> tuple[int, str, int]:
-    """`7_jackson_32.wav` -> (7, "jackson", 32)."""
-    try:
-        digit, speaker, take = Path(name).stem.split("_")
-        return int(digit), speaker, int(take)
-    except ValueError:
-        raise DataError(f"{name}: file name is not {{digit}}_{{speaker}}_{{take}}.wav") from None
+    """`7_jackson_32.wav` -> (7, "jackson", 32). DataError naming the file unless the name is
+    `{digit}_{speaker}_{take}.wav` with a label 0-9, a non-empty speaker and a take >= 0."""
+    stem = Path(name).stem
+    expected = "expected {digit}_{speaker}_{take}.wav: a digit 0-9, a speaker name, a take number >= 0"
+    m = _NAME.fullmatch(stem)
+    if not m:
+        raise DataError(f"{name}: file name is not {{digit}}_{{speaker}}_{{take}}.wav")
+    digit, speaker, take = m.groups()
+    # ASCII digits only: int() would also take "+7", " 7" or other scripts' digits.
+    if not re.fullmatch(r"[0-9]", digit):
+        outside = re.fullmatch(r"[+-]?[0-9]+", digit) and not 0 <= int(digit) <= 9
+        what = f"label {digit} is outside 0-9" if outside else f"label {digit!r} is not one digit 0-9"
+        raise DataError(f"{name}: {what} ({expected})")
+    if not speaker.strip():
+        raise DataError(f"{name}: empty speaker name ({expected})")
+    if not re.fullmatch(r"[0-9]+", take):
+        raise DataError(f"{name}: take {take!r} is not a number >= 0 ({expected})")
+    return int(digit), speaker, int(take)
 
 
 def list_wavs(data_dir: str | Path) -> list[Path]:
-    """All wav files of a recordings folder, sorted by name; DataError if there are none."""
+    """All wav files of a recordings folder, sorted by name. DataError if there are none, if
+    one is not a readable file, or if one is not named `{digit}_{speaker}_{take}.wav` (the
+    label comes from the name: checked here, before any work, cached or not). Hidden files
+    (e.g. macOS's `._0_george_0.wav` resource forks) are not recordings and are skipped."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise DataError(f"data dir {data_dir} does not exist")
-    files = sorted(data_dir.glob("*.wav"))
+    files = sorted(f for f in data_dir.glob("*.wav") if not f.name.startswith("."))
     if not files:
         raise DataError(f"data dir {data_dir} holds no .wav files")
     broken = [f for f in files if not f.is_file()]
     if broken:
         raise DataError(f"{broken[0]}: not a readable file (broken link?)")
+    for f in files:
+        parse_name(str(f))
     return files

@@ -5,12 +5,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torchaudio
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from fsdd.audio import SAMPLE_RATE, list_wavs, read_wav, trim_silence
@@ -23,6 +26,7 @@ CACHE_VERSION = 2  # bump when the feature computation itself changes
 
 
 CMVN_KINDS = ("none", "mean", "meanvar")
+N_FFT_MAX = 8192  # 1 s at 8 kHz
 CMVN_EPS = 1e-5  # floor of a clip's per-coefficient standard deviation in meanvar CMVN
 
 
@@ -53,18 +57,23 @@ class FeatureConfig:
 
 def feature_problem(c: FeatureConfig) -> str | None:
     """The first field of `c` outside its allowed range, as one line naming it (None if valid)."""
+    for name in ("f_min", "f_max", "top_db", "trim_db"):
+        v = getattr(c, name)
+        if (v is not None or name == "f_min") and not (isinstance(v, int | float) and math.isfinite(v)):
+            return f"{name} must be a finite number{'' if name == 'f_min' else ' (or null)'}, got {v}"
     nyquist = c.sample_rate / 2
     f_max = nyquist if c.f_max is None else c.f_max
     win = c.win_length or c.n_fft
     checks = [
         (c.sample_rate == SAMPLE_RATE, f"sample_rate must be {SAMPLE_RATE} (FSDD's rate; wavs are not resampled), got {c.sample_rate}"),
-        (c.n_fft >= 16, f"n_fft must be >= 16 samples, got {c.n_fft}"),
+        # Clips are padded to n_fft samples, framed every hop: n_fft 2^20 ran out of memory (FSDD clips last < 2.3 s).
+        (16 <= c.n_fft <= N_FFT_MAX, f"n_fft must be in 16..{N_FFT_MAX} samples, got {c.n_fft}"),
         (c.win_length is None or 1 <= c.win_length <= c.n_fft, f"win_length must be in 1..n_fft ({c.n_fft}) or null, got {c.win_length}"),
         (1 <= c.hop_length <= win, f"hop_length must be in 1..win_length ({win}), got {c.hop_length}"),
         (1 <= c.n_mels <= c.n_fft // 2 + 1, f"n_mels must be in 1..n_fft/2+1 ({c.n_fft // 2 + 1}), got {c.n_mels}"),
         (1 <= c.n_mfcc <= c.n_mels, f"n_mfcc must be in 1..n_mels ({c.n_mels}), got {c.n_mfcc}"),
+        (0 < f_max <= nyquist, f"f_max must be in (0, sample_rate/2] = (0, {nyquist:g}] Hz (or null), got {f_max:g}"),
         (0 <= c.f_min < f_max, f"f_min must be in [0, f_max) = [0, {f_max:g}) Hz, got {c.f_min:g}"),
-        (f_max <= nyquist, f"f_max must be <= sample_rate/2 = {nyquist:g} Hz (or null), got {f_max:g}"),
         (c.top_db is None or c.top_db > 0, f"top_db must be > 0 dB (or null for no clamp), got {c.top_db}"),
         (c.trim_db is None or c.trim_db > 0, f"trim_db must be > 0 dB (or null to disable trimming), got {c.trim_db}"),
         (c.cmvn in CMVN_KINDS, f"cmvn must be one of {', '.join(CMVN_KINDS)}, got {c.cmvn!r}"),
@@ -168,27 +177,42 @@ def load_features(
     when possible; with `variant`, of that augmented version of every clip (fsdd.augment).
 
     A miss computes all clips, then writes the cache file atomically (temp file + rename),
-    so an interrupted run never leaves a half-written cache behind.
+    so an interrupted run never leaves a half-written cache behind. A cache file that cannot
+    be read or does not hold finite features of exactly these clips is recomputed, with a
+    one-line warning on stderr. Raises DataError naming the first unusable clip (fsdd.audio).
     """
     files = list_wavs(data_dir)
+    names = [f.name for f in files]
     variant = variant or Variant()
     cache_dir = Path(cache_dir or default_cache_dir()) / "features"
     path = cache_dir / f"mfcc-{cache_key(files, cfg, variant)}.safetensors"
     if path.exists():
         try:
-            return _read_cache(path)
-        except Exception:  # unreadable cache: recompute and overwrite below
-            pass
-    mfcc = mfcc_transform(cfg)
+            return names, _read_cache(path, names, cfg)
+        except (SafetensorError, OSError, _UnusableCache) as e:
+            reason = (str(e) or type(e).__name__).splitlines()[0]
+            print(f"warning: feature cache {path} cannot be used ({reason}); recomputing it", file=sys.stderr)
+    # Tempo: frames taken further apart (or closer; at most a window apart), each frame's spectrum unchanged.
+    hop = min(round(cfg.hop_length * variant.tempo), cfg.win_length or cfg.n_fft)
+    mfcc = mfcc_transform(dataclasses.replace(cfg, hop_length=hop))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # per-clip ops are tiny: thread hand-off would dominate
     try:
-        feats = [clip_features(read_wav(f, cfg.sample_rate), cfg, mfcc, variant, f.name) for f in files]
+        feats = [_checked_clip_features(f, cfg, mfcc, variant) for f in files]
     finally:
         torch.set_num_threads(threads)
-    names = [f.name for f in files]
     _write_cache(path, names, feats, cfg)
     return names, feats
+
+
+def _checked_clip_features(path: Path, cfg: FeatureConfig, mfcc: torchaudio.transforms.MFCC, variant: Variant) -> torch.Tensor:
+    x = read_wav(path, cfg.sample_rate)
+    feats = clip_features(x, cfg, mfcc, variant, path.name)
+    if not torch.isfinite(feats).all():
+        # Finite samples overflow float32's power spectrum only far beyond full scale (~1e19).
+        peak = float(np.abs(x).max())
+        raise DataError(f"{path}: its MFCCs are not finite (peak sample {peak:.3g}; wav samples belong in [-1, 1])")
+    return feats
 
 
 def _write_cache(path: Path, names: list[str], feats: list[torch.Tensor], cfg: FeatureConfig) -> None:
@@ -198,14 +222,31 @@ def _write_cache(path: Path, names: list[str], feats: list[torch.Tensor], cfg: F
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
-def _read_cache(path: Path) -> tuple[list[str], list[torch.Tensor]]:
-    from safetensors import safe_open
+class _UnusableCache(Exception):
+    """A cache file that reads but does not hold what its key promises: it is recomputed."""
 
+
+def _read_cache(path: Path, names: list[str], cfg: FeatureConfig) -> list[torch.Tensor]:
+    """The per-clip features of the cache file `path`, checked against the clips `names`.
+    Raises SafetensorError or OSError if it cannot be read, _UnusableCache if it is inconsistent."""
     with safe_open(path, "pt") as f:
-        names = json.loads(f.metadata()["names"])
+        meta = f.metadata() or {}
+    try:
+        cached = json.loads(meta.get("names", "null"))
+    except json.JSONDecodeError:
+        cached = None
+    if cached != names:
+        raise _UnusableCache("its clip names are not the data's")
     t = load_file(path)
-    offsets = t["offsets"].tolist()
-    feats = list(torch.tensor_split(t["features"], offsets[1:-1]))
-    if len(feats) != len(names):
-        raise DataError(f"feature cache {path} is inconsistent")
-    return names, feats
+    feats, offsets = t.get("features"), t.get("offsets")
+    if feats is None or offsets is None:
+        raise _UnusableCache(f"tensors {sorted(t)}, expected features and offsets")
+    if feats.dtype != torch.float32 or feats.ndim != 2 or feats.shape[1] != cfg.n_mfcc:
+        raise _UnusableCache(f"features are {feats.dtype} {tuple(feats.shape)}, expected float32 (frames, {cfg.n_mfcc})")
+    # Every clip has at least one frame: offsets rise strictly from 0 to the frame count.
+    ok = offsets.dtype == torch.int64 and offsets.shape == (len(names) + 1,)
+    if not ok or offsets[0] != 0 or offsets[-1] != len(feats) or bool((offsets.diff() < 1).any()):
+        raise _UnusableCache("clip offsets do not match the features")
+    if not torch.isfinite(feats).all():
+        raise _UnusableCache("non-finite features")
+    return list(torch.tensor_split(feats, offsets[1:-1].tolist()))

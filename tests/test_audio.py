@@ -177,3 +177,110 @@ def test_parse_name_errors(name: str) -> None:
     with pytest.raises(DataError, match="digit") as e:
         parse_name(name)
     assert name in str(e.value)
+
+
+# --- unusable clips: every kind is named in one line -------------------------------------
+
+
+def one_line_error(path: Path) -> str:
+    with pytest.raises(DataError) as e:
+        read_wav(path)
+    msg = str(e.value)
+    assert path.name in msg and "\n" not in msg
+    return msg
+
+
+@pytest.mark.parametrize("subtype", ["FLOAT", "DOUBLE"])
+@pytest.mark.parametrize("bad", [[np.nan], [np.inf], [-np.inf], [np.nan, np.inf]], ids=["nan", "inf", "-inf", "nan+inf"])
+def test_non_finite_samples_are_refused(tmp_path: Path, subtype: str, bad: list[float]) -> None:
+    x = sine(2000).astype(np.float64)
+    x[[100, 900][: len(bad)]] = bad
+    path = tmp_path / "3_theo_5.wav"
+    sf.write(path, x, SAMPLE_RATE, subtype=subtype)
+    msg = one_line_error(path)
+    assert f"{len(bad)} non-finite samples" in msg and "sample 100" in msg
+
+
+def test_non_finite_sample_in_one_stereo_channel_is_refused(tmp_path: Path) -> None:
+    left, right = sine(800), sine(800)
+    right[400] = np.nan
+    path = tmp_path / "stereo.wav"
+    sf.write(path, np.stack([left, right], axis=1), SAMPLE_RATE, subtype="FLOAT")
+    assert "non-finite" in one_line_error(path)
+
+
+def test_double_beyond_float32_range_is_refused(tmp_path: Path) -> None:
+    # libsndfile converts a float64 sample beyond float32's range to inf when we read float32.
+    x = sine(2000).astype(np.float64)
+    x[50] = 1e300
+    path = tmp_path / "huge.wav"
+    sf.write(path, x, SAMPLE_RATE, subtype="DOUBLE")
+    assert "non-finite" in one_line_error(path)
+
+
+WAV_SUBTYPES = sorted(set(sf.available_subtypes("WAV")) - {"MPEG_LAYER_III"})  # libsndfile cannot read mp3-in-wav back
+
+
+@pytest.mark.parametrize("subtype", WAV_SUBTYPES)
+def test_every_wav_encoding_reads_finite_samples_or_is_named(tmp_path: Path, subtype: str) -> None:
+    path = tmp_path / f"{subtype}.wav"
+    try:
+        sf.write(path, sine(2000), SAMPLE_RATE, subtype=subtype)
+    except (sf.LibsndfileError, ValueError, TypeError):
+        pytest.skip(f"this libsndfile cannot write {subtype}")
+    try:
+        x = read_wav(path)
+    except DataError as e:
+        assert path.name in str(e) and "\n" not in str(e)
+        return
+    assert x.dtype == np.float32 and x.ndim == 1 and len(x) > 0
+    assert np.isfinite(x).all() and np.abs(x).max() <= 1.0
+
+
+@pytest.mark.parametrize(
+    "name, words",
+    [
+        ("10_theo_0.wav", "label 10 is outside 0-9"),
+        ("-1_theo_0.wav", "label -1 is outside 0-9"),
+        ("07_theo_0.wav", "not one digit"),
+        ("٣_theo_0.wav", "not one digit"),  # an Arabic-Indic three: int() would take it
+        ("+3_theo_0.wav", "not one digit"),
+        ("_theo_0.wav", "not one digit"),
+        ("3__0.wav", "empty speaker"),
+        ("3_ _0.wav", "empty speaker"),
+        ("3_theo_-1.wav", "take '-1'"),
+        ("3_theo_.wav", "take ''"),
+        ("3_theo_x.wav", "take 'x'"),
+        ("3_theo_1.5.wav", "take '1.5'"),
+        ("3_theo_0_1.wav", "{digit}_{speaker}_{take}"),
+    ],
+)
+def test_parse_name_says_what_is_wrong(name: str, words: str) -> None:
+    with pytest.raises(DataError) as e:
+        parse_name(name)
+    msg = str(e.value)
+    assert msg.startswith(name) and words in msg and "\n" not in msg
+
+
+def test_list_wavs_names_a_badly_named_file_before_any_work(tmp_path: Path) -> None:
+    for name in ["0_george_0.wav", "10_theo_0.wav", "3_theo_1.wav"]:
+        (tmp_path / name).write_bytes(b"")  # not even read: the name alone is refused
+    with pytest.raises(DataError, match=r"10_theo_0\.wav: label 10 is outside 0-9"):
+        list_wavs(tmp_path)
+
+
+def test_list_wavs_skips_hidden_files(tmp_path: Path) -> None:
+    # macOS copies carry "._NAME" resource forks beside each file: not recordings.
+    for name in ["0_george_0.wav", "._0_george_0.wav", ".hidden.wav"]:
+        (tmp_path / name).write_bytes(b"")
+    assert [f.name for f in list_wavs(tmp_path)] == ["0_george_0.wav"]
+
+
+def test_clip_longer_than_the_limit_is_refused_before_it_is_read(tmp_path: Path, monkeypatch) -> None:
+    from fsdd import audio
+
+    path = tmp_path / "long.wav"
+    sf.write(path, np.zeros(31 * SAMPLE_RATE, np.float32), SAMPLE_RATE, subtype="PCM_16")
+    assert "31.0 s long, over 30 s" in one_line_error(path)
+    monkeypatch.setattr(audio, "MAX_CLIP_SECONDS", 40)
+    assert len(read_wav(path)) == 31 * SAMPLE_RATE

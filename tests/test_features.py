@@ -191,3 +191,119 @@ def test_warm_load_of_full_dataset_is_fast(fsdd_dir: Path, cache_dir: Path) -> N
     assert warm < 1.0, f"warm load took {warm:.2f} s (cold {cold:.1f} s)"
     assert names2 == names
     assert_same(feats2, feats)
+
+
+# --- unusable clips are named; an unusable cache is recomputed, with one warning ----------
+
+
+def float_wav(path: Path, x, subtype: str = "FLOAT") -> None:
+    import soundfile as sf
+
+    if path.is_symlink():
+        path.unlink()  # never write through the fixture's link into the shared data
+    sf.write(path, x, 8000, subtype=subtype)
+
+
+def test_clip_far_beyond_full_scale_is_named_and_nothing_cached(small_data: Path, cache_dir: Path) -> None:
+    # Finite samples near 1e20 overflow the float32 power spectrum: the MFCCs would be NaN.
+    bad = small_data / "4_lucas_2.wav"
+    float_wav(bad, read_wav(bad) * 1e20)
+    with pytest.raises(DataError, match=r"4_lucas_2\.wav: its MFCCs are not finite \(peak sample") as e:
+        load_features(small_data, CFG, cache_dir)
+    assert "\n" not in str(e.value)
+    assert cache_files(cache_dir) == []
+
+
+def _rewrite_cache(path: Path, change) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(path, "pt") as f:
+        meta = f.metadata()
+    tensors = {k: v.clone() for k, v in load_file(path).items()}  # load_file maps the file we rewrite
+    change(tensors, meta)
+    save_file(tensors, path, metadata=meta)
+
+
+def _nan_feature(t, meta):
+    t["features"][5, 3] = float("nan")
+
+
+def _other_names(t, meta):
+    meta["names"] = meta["names"].replace("0_george_0.wav", "0_george_9.wav")
+
+
+def _bad_offsets(t, meta):
+    t["offsets"][-1] += 1
+
+
+def _short_offsets(t, meta):
+    t["offsets"] = t["offsets"][:-1].clone()
+
+
+def _other_n_mfcc(t, meta):
+    t["features"] = t["features"][:, :-1].contiguous()
+
+
+def _no_offsets(t, meta):
+    del t["offsets"]
+
+
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        lambda p: p.write_bytes(p.read_bytes()[:100]),  # truncated
+        lambda p: p.write_bytes(b""),
+        lambda p: _rewrite_cache(p, _nan_feature),
+        lambda p: _rewrite_cache(p, _other_names),
+        lambda p: _rewrite_cache(p, _bad_offsets),
+        lambda p: _rewrite_cache(p, _short_offsets),
+        lambda p: _rewrite_cache(p, _other_n_mfcc),
+        lambda p: _rewrite_cache(p, _no_offsets),
+    ],
+    ids=["truncated", "empty", "nan", "names", "offsets", "offsets-length", "n_mfcc", "no-offsets"],
+)
+def test_cache_that_fails_its_check_is_recomputed_with_one_warning(small_data, cache_dir, monkeypatch, capsys, corrupt) -> None:
+    names, feats = load_features(small_data, CFG, cache_dir)
+    (path,) = (cache_dir / "features").iterdir()
+    corrupt(path)
+    capsys.readouterr()
+    names2, feats2 = load_features(small_data, CFG, cache_dir)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"warning: feature cache {path} cannot be used (")
+    assert names2 == names
+    assert_same(feats2, feats)
+    no_recompute(monkeypatch)  # healed: the next load is served from the rewritten file, silently
+    assert_same(load_features(small_data, CFG, cache_dir)[1], feats)
+    assert capsys.readouterr().err == ""
+    assert cache_files(cache_dir) == [path.name]
+
+
+def test_cached_features_of_a_bad_clip_are_not_served(small_data, cache_dir, capsys) -> None:
+    # A cache written by code that did not check samples (trimming off, so NaN got through)
+    # must end the same way as a fresh run: the clip is named.
+    import soundfile as sf
+
+    cfg = dataclasses.replace(CFG, trim_db=None)
+    bad = small_data / "6_nicolas_1.wav"
+    x = read_wav(bad)
+    x[10] = float("nan")
+    float_wav(bad, x)
+    files = list_wavs(small_data)
+    unchecked = [clip_features(sf.read(f, dtype="float32")[0], cfg) for f in files]
+    path = cache_dir / "features" / f"mfcc-{features.cache_key(files, cfg)}.safetensors"
+    features._write_cache(path, [f.name for f in files], unchecked, cfg)
+    with pytest.raises(DataError, match=r"6_nicolas_1\.wav: 1 non-finite samples"):
+        load_features(small_data, cfg, cache_dir)
+    assert "non-finite features" in capsys.readouterr().err
+
+
+def test_a_bug_while_reading_the_cache_is_not_hidden(small_data, cache_dir, monkeypatch) -> None:
+    load_features(small_data, CFG, cache_dir)
+
+    def buggy(*args):
+        raise TypeError("a bug, not a corrupt file")
+
+    monkeypatch.setattr(features, "_read_cache", buggy)
+    with pytest.raises(TypeError, match="a bug"):
+        load_features(small_data, CFG, cache_dir)
