@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -12,7 +13,8 @@ from typing import Any
 import yaml
 
 from fsdd.augment import AugmentConfig
-from fsdd.features import FeatureConfig
+from fsdd.features import FeatureConfig, feature_problem
+from fsdd.splits import PROTOCOL_SPEAKERS
 
 
 class ConfigError(ValueError):
@@ -94,8 +96,8 @@ def _int(v: Any, where: str) -> int:
 
 
 def _num(v: Any, where: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        raise ConfigError(f"{where}: rate must be a number, got {v!r}")
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        raise ConfigError(f"{where}: rate must be a finite number, got {v!r}")
     return float(v)
 
 
@@ -140,6 +142,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             return value
     elif tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
+            if not math.isfinite(value):  # YAML's .nan and .inf are floats
+                raise ConfigError(f"{where}: expected a finite number, got {value!r}")
             return float(value)
     elif tp is str:
         if isinstance(value, str):
@@ -173,7 +177,9 @@ def _section(cls: type, raw: Any, where: str) -> Any:
     try:
         return cls(**kwargs)
     except ValueError as e:
-        raise ConfigError(f"{where}: {e}") from None
+        # Dataclass checks say "field must be ...": name it as section.field.
+        first = str(e).split(" ", 1)[0]
+        raise ConfigError(f"{where}.{e}" if first in fields else f"{where}: {e}") from None
 
 
 def from_dict(raw: Any) -> Config:
@@ -213,33 +219,83 @@ def _check(cond: bool, msg: str) -> None:
         raise ConfigError(msg)
 
 
+def _in(v: Any, lo: float, hi: float, closed_hi: bool = True) -> bool:
+    """lo <= v <= hi (or < hi), for a finite number v (NaN and inf are outside every range)."""
+    return isinstance(v, int | float) and math.isfinite(v) and lo <= v and (v <= hi if closed_hi else v < hi)
+
+
+SEED_MAX = 2**32 - 1  # numpy's and Lightning's seed range
+HIDDEN_MAX = 4096  # 67 M float32 LSTM weights (270 MB): far beyond any flash budget this searches
+THREADS_MAX = 1024  # torch accepts more, then crashes (1e5 threads: a segfault)
+SPLIT_FORMS = ("random", "official", "all", PROTOCOL_SPEAKERS, "speaker:NAME", "loso:NAME")
+
+
+def _split_problem(t: TrainConfig) -> str | None:
+    """The first problem of train.split / train.test_speaker that needs no data to see."""
+    kind, _, name = t.split.partition(":")
+    speaker = name if kind in ("speaker", "loso") and name else None
+    if t.split not in ("random", "official", "all", PROTOCOL_SPEAKERS) and speaker is None:
+        return f"train.split: unknown split {t.split!r}; use one of {', '.join(SPLIT_FORMS)}"
+    for where, name in (("train.split", speaker), ("train.test_speaker", t.test_speaker)):
+        if name is not None and (not name.strip() or "_" in name):
+            return f"{where}: speaker {name!r} cannot be in a file name {{digit}}_{{speaker}}_{{take}}.wav (empty, or holds '_')"
+    if speaker is not None and speaker == t.test_speaker:
+        return f"train.split {t.split!r} holds out train.test_speaker {t.test_speaker!r}, whose clips are kept out of everything"
+    return None
+
+
 def validate(cfg: Config) -> None:
-    """Cross-field checks: ranges, enumerations, and the pruning schedule against training."""
-    t, q = cfg.train, cfg.quant
-    _check(cfg.model.hidden_size >= 1, "model.hidden_size must be >= 1")
-    _check(t.epochs >= 1, "train.epochs must be >= 1")
-    _check(t.batch_size >= 1, "train.batch_size must be >= 1")
-    _check(t.lr > 0, "train.lr must be > 0")
-    _check(t.lr_schedule in ("cosine", "constant"), "train.lr_schedule must be cosine or constant")
-    _check(0 <= t.channel_drop < 1 and 0 <= t.frame_drop < 1, "train.channel_drop/frame_drop must be in [0, 1)")
-    _check(0 <= t.dropout < 1, f"train.dropout must be in [0, 1), got {t.dropout}")
-    _check(0 <= t.label_smoothing < 1, f"train.label_smoothing must be in [0, 1), got {t.label_smoothing}")
+    """Every field's range and the cross-field rules, before any work. Raises ConfigError, one
+    line naming `section.field` and what it allows. Floats must be finite everywhere."""
+    m, t, q = cfg.model, cfg.train, cfg.quant
+    inf = math.inf
+    # Upper bounds keep a typo from ending in an allocation failure or a crash deep inside torch.
+    _check(_in(m.hidden_size, 1, HIDDEN_MAX), f"model.hidden_size must be in 1..{HIDDEN_MAX}, got {m.hidden_size}")
+    problem = feature_problem(cfg.features)
+    _check(problem is None, f"features.{problem}")
+    _check(_in(t.epochs, 1, inf), f"train.epochs must be >= 1, got {t.epochs}")
+    _check(_in(t.batch_size, 1, inf), f"train.batch_size must be >= 1, got {t.batch_size}")
+    _check(_in(t.lr, 0, 1) and t.lr > 0, f"train.lr must be in (0, 1] (Adam's step size), got {t.lr}")
+    _check(_in(t.weight_decay, 0, 1), f"train.weight_decay must be in [0, 1], got {t.weight_decay}")
+    _check(t.lr_schedule in ("cosine", "constant"), f"train.lr_schedule must be cosine or constant, got {t.lr_schedule!r}")
+    for name in ("channel_drop", "frame_drop", "dropout", "label_smoothing"):
+        v = getattr(t, name)
+        _check(_in(v, 0, 1, closed_hi=False), f"train.{name} must be in [0, 1), got {v}")
+    split_problem = _split_problem(t)
+    _check(split_problem is None, str(split_problem))
+    _check(_in(t.seed, 0, SEED_MAX), f"train.seed must be in 0..{SEED_MAX}, got {t.seed}")
+    _check(_in(t.threads, 1, THREADS_MAX), f"train.threads must be in 1..{THREADS_MAX}, got {t.threads}")
     _check(q.mode in ("fp32", "ptq_int8", "qat"), f"quant.mode must be fp32, ptq_int8 or qat, got {q.mode!r}")
-    _check(2 <= q.bits <= 8, f"quant.bits must be in 2-8, got {q.bits}")
+    _check(_in(q.bits, 2, 8), f"quant.bits must be in 2-8, got {q.bits}")
     _check(q.scale in ("float", "po2"), f"quant.scale must be float or po2, got {q.scale!r}")
     _check(q.impl in ("fast", "quantlstm"), f"quant.impl must be fast or quantlstm, got {q.impl!r}")
-    _check(q.bias == "fp32", "quant.bias: only fp32 biases are supported")
-    _check(q.act in ("fp32", "int8"), "quant.act must be fp32 or int8")
+    # Only QAT builds a QuantLSTM; with another mode the run would silently export no artifact.
+    _check(q.impl == "fast" or q.mode == "qat", "quant.impl=quantlstm needs quant.mode=qat")
+    _check(q.bias == "fp32", f"quant.bias: only fp32 biases are supported, got {q.bias!r}")
+    _check(q.act in ("fp32", "int8"), f"quant.act must be fp32 or int8, got {q.act!r}")
     _check(q.act == "fp32" or q.impl == "quantlstm", "quant.act=int8 needs quant.impl=quantlstm")
     _check(
         not (cfg.prune.schedule and q.mode == "qat" and q.impl == "quantlstm"),
         "prune.schedule: pruning is not supported with quant.impl=quantlstm",
     )
-    _check(q.parent_epochs is None or q.parent_epochs >= 1, "quant.parent_epochs must be >= 1")
-    _check(q.parent_lr is None or q.parent_lr > 0, "quant.parent_lr must be > 0")
-    for epoch, rate in cfg.prune.schedule:
-        _check(0 <= epoch < t.epochs, f"prune.schedule: epoch {epoch} lies outside training (0..{t.epochs - 1})")
+    _check(q.parent_epochs is None or _in(q.parent_epochs, 1, inf), f"quant.parent_epochs must be >= 1 (or null), got {q.parent_epochs}")
+    _check(
+        q.parent_lr is None or (_in(q.parent_lr, 0, 1) and q.parent_lr > 0),
+        f"quant.parent_lr must be in (0, 1] (or null), got {q.parent_lr}",
+    )
+    # The best epoch is chosen after the last pruning step (search.train.BestState), so that
+    # step must leave at least one epoch to train: steps lie in 0..epochs-2.
+    after = "the last pruning step must leave at least one epoch to train after it"
+    _check(not cfg.prune.schedule or t.epochs >= 2, f"prune.schedule needs train.epochs >= 2 ({after}), got {t.epochs}")
+    epochs = [e for e, _ in cfg.prune.schedule]
+    for epoch in (max(epochs), min(epochs)) if epochs else ():  # the last step is the usual offender
         _check(
-            0 < rate < 1,
+            0 <= epoch <= t.epochs - 2,
+            f"prune.schedule: epoch {epoch} is outside training or leaves no epoch after it: steps must be in 0..{t.epochs - 2} "
+            f"(train.epochs - 2: {after})",
+        )
+    for epoch, rate in cfg.prune.schedule:
+        _check(
+            _in(rate, 0, 1, closed_hi=False) and rate > 0,
             f"prune.schedule: rate {rate} at epoch {epoch} must be in (0, 1): 100 % or more would remove every weight",
         )

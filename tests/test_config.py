@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import typing
 from pathlib import Path
 
+import optuna
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from search.config import Config, ConfigError, expand_schedule, from_dict, load_config
+from search.space import SearchConfig, define, load_search_config, smallest_size, start_points, to_config
 
 REPO = Path(__file__).resolve().parents[1]
 STUDY_SCHEDULE = [[10, 0.5], [20, 0.25], {"from": 30, "to": 50, "rate": 0.01}]
@@ -124,6 +129,9 @@ def test_quant_bits_in_range(tmp_path: Path, bits: int) -> None:
         ("[[5, -0.1]]", "rate"),
         ("[[-1, 0.5]]", "outside training"),
         ("[[40, 0.5]]", "outside training"),  # epochs are 0..39
+        ("[[39, 0.5]]", "0..38"),  # the last epoch: no epoch left to train after the step
+        ("[[5, .nan]]", "finite"),
+        ("[{from: 1, to: 3, rate: .inf}]", "finite"),
         ("[{from: 30, to: 45, rate: 0.1}]", "outside training"),
         ("[[5, 0.5], [5, 0.25]]", "twice"),
         ("[[5, 0.5, 1]]", "prune.schedule[0]"),
@@ -233,3 +241,196 @@ def test_replace_validates() -> None:
         cfg.replace(quant={"bitz": 4})
     with pytest.raises(ConfigError, match="outside training"):
         cfg.replace(prune={"schedule": [[40, 0.5]]})
+    with pytest.raises(ConfigError, match=r"prune\.schedule: epoch 39 .*0\.\.38"):
+        cfg.replace(prune={"schedule": [[39, 0.5]]})
+
+
+# --- every field of every section: an impossible value is one line naming section.field ---
+
+# (YAML of one section, the field its error must name). Every field appears at least once
+# (test_every_field_has_an_impossible_value): a new field needs its case here.
+IMPOSSIBLE = [
+    ("model: {hidden_size: 0}", "model.hidden_size"),
+    ("model: {hidden_size: 4.5}", "model.hidden_size"),
+    ("model: {hidden_size: 100000000}", "model.hidden_size"),
+    ("features: {sample_rate: 16000}", "features.sample_rate"),
+    ("features: {n_mfcc: 0}", "features.n_mfcc"),
+    ("features: {n_mfcc: 41}", "features.n_mfcc"),
+    ("features: {n_fft: 8}", "features.n_fft"),
+    ("features: {n_fft: 1048576}", "features.n_fft"),
+    ("features: {win_length: 800}", "features.win_length"),  # issue 10: > n_fft (400)
+    ("features: {win_length: 0}", "features.win_length"),
+    ("features: {hop_length: 0}", "features.hop_length"),
+    ("features: {hop_length: 500}", "features.hop_length"),
+    ("features: {n_mels: 0}", "features.n_mels"),
+    ("features: {n_mels: 202}", "features.n_mels"),
+    ("features: {f_min: 3000, f_max: 1000}", "features.f_min"),  # issue 10
+    ("features: {f_min: -1}", "features.f_min"),
+    ("features: {f_min: .nan}", "features.f_min"),
+    ("features: {f_max: 5000}", "features.f_max"),
+    ("features: {f_max: 0}", "features.f_max"),
+    ("features: {f_max: .inf}", "features.f_max"),
+    ("features: {top_db: 0}", "features.top_db"),
+    ("features: {top_db: .nan}", "features.top_db"),
+    ("features: {trim_db: -1}", "features.trim_db"),
+    ("features: {trim_db: .inf}", "features.trim_db"),
+    ("features: {cmvn: global}", "features.cmvn"),
+    ("augment: {speeds: [1.0]}", "augment.speeds"),
+    ("augment: {speeds: [3.0]}", "augment.speeds"),
+    ("augment: {speeds: [.nan]}", "augment.speeds"),
+    ("augment: {speeds: [0.9, 0.9]}", "augment.speeds"),
+    ("augment: {tempos: [1.0]}", "augment.tempos"),
+    ("augment: {tempos: [.inf]}", "augment.tempos"),
+    ("augment: {noise_snr_db: 100}", "augment.noise_snr_db"),
+    ("augment: {noise_snr_db: .nan}", "augment.noise_snr_db"),
+    ("augment: {time_masks: -1}", "augment.time_masks"),
+    ("augment: {time_mask_frames: -1}", "augment.time_mask_frames"),
+    ("train: {epochs: 0}", "train.epochs"),
+    ("train: {batch_size: 0}", "train.batch_size"),
+    ("train: {lr: 0}", "train.lr"),
+    ("train: {lr: -1e-3}", "train.lr"),
+    ("train: {lr: .nan}", "train.lr"),
+    ("train: {lr: .inf}", "train.lr"),
+    ("train: {lr: 1.0e+38}", "train.lr"),  # Adam's step overflows float32
+    ("train: {weight_decay: -0.1}", "train.weight_decay"),
+    ("train: {weight_decay: .inf}", "train.weight_decay"),
+    ("train: {weight_decay: 1.0e+300}", "train.weight_decay"),
+    ("train: {lr_schedule: step}", "train.lr_schedule"),
+    ("train: {channel_drop: 1.0}", "train.channel_drop"),
+    ("train: {channel_drop: -0.1}", "train.channel_drop"),
+    ("train: {frame_drop: 1.0}", "train.frame_drop"),
+    ("train: {dropout: 1.0}", "train.dropout"),
+    ("train: {dropout: .nan}", "train.dropout"),
+    ("train: {label_smoothing: 1.0}", "train.label_smoothing"),
+    ("train: {split: bogus}", "train.split"),
+    ("train: {split: 'speaker:'}", "train.split"),
+    ("train: {split: 'loso:a_b'}", "train.split"),
+    ("train: {split: 'loso:theo', test_speaker: theo}", "train.split"),
+    ("train: {test_speaker: ''}", "train.test_speaker"),
+    ("train: {seed: -1}", "train.seed"),
+    ("train: {seed: 4294967296}", "train.seed"),
+    ("train: {threads: 0}", "train.threads"),
+    ("train: {threads: 100000}", "train.threads"),
+    ("train: {epochs: 5}\nprune: {schedule: [[4, 0.5]]}", "prune.schedule"),  # issue 10: step at epochs - 1
+    ("train: {epochs: 1}\nprune: {schedule: [[0, 0.5]]}", "prune.schedule"),
+    ("quant: {mode: int4}", "quant.mode"),
+    ("quant: {bits: 1}", "quant.bits"),
+    ("quant: {scale: log}", "quant.scale"),
+    ("quant: {per_channel: maybe}", "quant.per_channel"),
+    ("quant: {warm_start: 1}", "quant.warm_start"),
+    ("quant: {parent_epochs: 0}", "quant.parent_epochs"),
+    ("quant: {parent_lr: 0}", "quant.parent_lr"),
+    ("quant: {parent_lr: .inf}", "quant.parent_lr"),
+    ("quant: {impl: slow}", "quant.impl"),
+    ("quant: {impl: quantlstm}", "quant.impl"),  # only QAT builds a QuantLSTM
+    ("quant: {bias: int8}", "quant.bias"),
+    ("quant: {act: int4}", "quant.act"),
+]
+
+
+def config_fields() -> set[str]:
+    return {f"{name}.{f.name}" for name, cls in typing.get_type_hints(Config).items() for f in dataclasses.fields(cls)}
+
+
+CASES = [(text, field) for text, field in IMPOSSIBLE if field in config_fields()]  # fields of this version only
+
+
+@pytest.mark.parametrize("text, field", CASES, ids=[t for t, _ in CASES])
+def test_impossible_value_names_section_and_field(tmp_path: Path, text: str, field: str) -> None:
+    msg = error_of(tmp_path, text)
+    section, name = field.split(".")
+    # "section.field ..." (or, where one check covers two fields, "section.a and b ...").
+    assert f"cfg.yaml: {field}" in msg or (f"cfg.yaml: {section}." in msg and name in msg), msg
+
+
+def test_every_field_has_an_impossible_value() -> None:
+    assert config_fields() == {field for _, field in CASES}
+
+
+def test_issue_10_configs_say_the_allowed_range(tmp_path: Path) -> None:
+    assert "features.win_length must be in 1..n_fft (400) or null, got 800" in error_of(tmp_path, "features: {win_length: 800}")
+    msg = error_of(tmp_path, "features: {f_min: 3000, f_max: 1000}")
+    assert "features.f_min must be in [0, f_max) = [0, 1000) Hz, got 3000" in msg
+    msg = error_of(tmp_path, "train: {epochs: 6}\nprune: {schedule: [[2, 0.3], [5, 0.3]]}")
+    assert "prune.schedule: epoch 5" in msg and "0..4" in msg
+
+
+def test_non_finite_floats_are_refused_everywhere() -> None:
+    # Directly built dataclasses (not YAML) pass through validate too, as Config.replace does.
+    nan = float("nan")
+    for section, change in [("features", {"f_max": nan}), ("train", {"lr": nan}), ("quant", {"parent_lr": float("inf")})]:
+        with pytest.raises(ConfigError, match=f"{section}.{next(iter(change))}"):
+            Config().replace(**{section: change})
+
+
+# --- every configuration the search can build is valid (hypothesis) -----------------------
+
+SEARCH = load_search_config(REPO / "configs" / "search.yaml")
+
+
+class DrawnTrial:
+    """An Optuna trial whose every suggestion hypothesis draws (bounds included), so that
+    `define` is explored wherever its parameters can go, not only where a sampler goes."""
+
+    def __init__(self, data: st.DataObject):
+        self.data, self.params = data, {}
+
+    def _draw(self, name: str, strategy: st.SearchStrategy):
+        self.params[name] = value = self.data.draw(strategy, label=name)
+        return value
+
+    def suggest_categorical(self, name, choices):
+        return self._draw(name, st.sampled_from(list(choices)))
+
+    def suggest_int(self, name, low, high, step=1, log=False):
+        return self._draw(name, st.integers(low, high).filter(lambda v: (v - low) % step == 0))
+
+    def suggest_float(self, name, low, high, step=None, log=False):
+        return self._draw(name, st.floats(low, high, allow_nan=False))
+
+    def set_constraint(self, key, value):
+        pass
+
+
+def check_point(sc: SearchConfig, budget: int, params: dict, derived: dict) -> None:
+    cfg = to_config(sc.base, {**params, **derived})  # raises ConfigError if invalid
+    if derived["feasible"]:
+        assert derived["size_bytes"] <= budget
+    if cfg.prune.schedule:
+        assert max(e for e, _ in cfg.prune.schedule) <= cfg.train.epochs - 2
+
+
+@settings(max_examples=100, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), budget=st.integers(smallest_size(SEARCH), 400 * 1024))
+def test_every_point_of_the_shipped_space_is_a_valid_config(data, budget) -> None:
+    trial = DrawnTrial(data)
+    check_point(SEARCH, budget, trial.params, define(trial, SEARCH, budget))
+
+
+@settings(max_examples=100, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), epochs=st.integers(2, 45), qat_epochs=st.integers(2, 25), budget=st.integers(300, 64 * 1024))
+def test_every_point_is_a_valid_config_for_other_training_lengths(data, epochs, qat_epochs, budget) -> None:
+    sc = SearchConfig(SEARCH.base.replace(train={"epochs": epochs}), dataclasses.replace(SEARCH.space, qat_epochs=qat_epochs))
+    trial = DrawnTrial(data)
+    check_point(sc, budget, trial.params, define(trial, sc, budget))
+
+
+@pytest.mark.parametrize("budget_kib", [0.5, 2, 36, 300])
+def test_start_points_are_valid_configs(budget_kib) -> None:
+    budget = int(budget_kib * 1024)
+    for point in start_points(SEARCH):
+        trial = optuna.trial.FixedTrial(point)
+        check_point(SEARCH, budget, trial.params, define(trial, SEARCH, budget))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="search.space.define: with base train.epochs 1 and pruning searched, a pruning step lands at epoch -1 "
+    "(load_search_config accepts the base; reported to the owner of search/space.py)",
+)
+def test_one_epoch_base_with_pruning_builds_valid_configs() -> None:
+    sc = SearchConfig(SEARCH.base.replace(train={"epochs": 1}), SEARCH.space)
+    point = {"quant": "fp32", "n_mfcc": 13, "hop_length": 200, "lr": 5e-3, "prune": True, "sparsity": 0.5}
+    point |= {"prune_start": 0.0, "prune_span": 0.0, "prune_steps": 1, "size_frac": 0.0}
+    trial = optuna.trial.FixedTrial(point)
+    check_point(sc, 36 * 1024, trial.params, define(trial, sc, 36 * 1024))
