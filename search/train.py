@@ -142,7 +142,8 @@ def float_parent(cfg: Config, dm: FSDDDataModule, cache_dir: str | Path | None =
 
     The key covers everything that determines the parent: its config (hidden size, features,
     training settings, seed), the split and the data. A file lock makes concurrent children
-    of one parent wait for the first to train it instead of training it again.
+    of one parent wait for the first to train it instead of training it again. A cached file
+    that cannot be read or fails its check (_cached_parent) is retrained under the same lock.
     """
     pcfg = parent_config(cfg)
     blob = json.dumps({"cfg": pcfg.to_dict(), "split": dm.split.hash, "data": dm.data_key}, sort_keys=True)
@@ -153,11 +154,40 @@ def float_parent(cfg: Config, dm: FSDDDataModule, cache_dir: str | Path | None =
     with open(folder / f"{path.stem}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if path.exists():
-            return load_file(path)
-        net = fit(pcfg, dm)
+            state = _cached_parent(path, pcfg)
+            if state is not None:
+                return state
+        net = fit(pcfg, dm)  # a missing or unusable parent is (re)trained and replaces the file
         state = {k: v.contiguous() for k, v in net.state_dict().items()}
         atomic_write(path, lambda tmp: save_file(state, tmp))
         return state
+
+
+def _cached_parent(path: Path, pcfg: Config) -> dict[str, torch.Tensor] | None:
+    """The float parent cached at `path`, or None, after a one-line warning on stderr naming
+    the file, if it cannot be read or does not hold finite weights of `pcfg`'s network (the
+    same tensor names, shapes and dtypes)."""
+    from safetensors import SafetensorError
+
+    want = build_model(pcfg).state_dict()
+    try:
+        state = load_file(path)
+    except (SafetensorError, OSError) as e:
+        problem = f"unreadable: {(str(e) or type(e).__name__).splitlines()[0]}"
+    else:
+        missing, extra = sorted(set(want) - set(state)), sorted(set(state) - set(want))
+        wrong = [k for k in want if k in state and (state[k].shape, state[k].dtype) != (want[k].shape, want[k].dtype)]
+        if missing or extra:
+            problem = f"tensors missing: {missing or 'none'}, unexpected: {extra or 'none'}"
+        elif wrong:
+            k = wrong[0]
+            problem = f"{k} is {state[k].dtype} {tuple(state[k].shape)}, expected {want[k].dtype} {tuple(want[k].shape)}"
+        elif not all(torch.isfinite(v).all() for v in state.values()):
+            problem = "non-finite weights"
+        else:
+            return state
+    print(f"warning: cached float parent {path} cannot be used ({problem}); training it again", file=sys.stderr)
+    return None
 
 
 def logits(net: torch.nn.Module, dm: FSDDDataModule, part: str, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:

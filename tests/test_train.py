@@ -150,8 +150,9 @@ def test_diverging_training_raises(small_data, cache_dir):
     from search.config import from_dict
     from search.train import fit, make_datamodule
 
-    cfg = from_dict({"model": {"hidden_size": 4}, "train": {"epochs": 2, "lr": float("inf")}})
+    cfg = from_dict({"model": {"hidden_size": 4}, "train": {"epochs": 2}})
     dm = make_datamodule(cfg, small_data, cache_dir)
+    dm.train_versions.padded.fill_(float("nan"))  # the config refuses a learning rate that would diverge
     with pytest.raises(FloatingPointError, match="diverged"):
         fit(cfg, dm)
 
@@ -170,3 +171,135 @@ def test_best_epoch_is_best_accuracy_then_lowest_loss():
         best.on_train_epoch_end(trainer, module)
     # Epoch 0 is before the last pruning step (first_epoch=1); 3 ties 2 and 4 on accuracy with the lowest loss.
     assert best.epoch == 3 and best.val_acc == pytest.approx(0.95)
+
+
+# --- issue 10: unusable clips, impossible configs and a corrupt float parent --------------
+
+
+def no_training(monkeypatch) -> None:
+    import search.train as train_mod
+
+    def boom(*args, **kwargs):
+        raise AssertionError("training started on bad input")
+
+    monkeypatch.setattr(train_mod, "fit", boom)
+
+
+def tiny_config(tmp_path: Path, text: str = "") -> str:
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text("model: {hidden_size: 4}\ntrain: {epochs: 2}\n" + text)
+    return str(cfg)
+
+
+def _nan_and_inf_clip(data: Path) -> str:
+    import soundfile as sf
+
+    from fsdd.audio import read_wav
+
+    path = data / "3_theo_0.wav"
+    x = read_wav(path).astype("float32")
+    path.unlink()  # a symlink into the shared data: replace it, never write through it
+    x[100], x[200] = float("nan"), float("inf")
+    sf.write(path, x, 8000, subtype="FLOAT")
+    return "3_theo_0.wav: 2 non-finite samples (NaN or infinite), the first at sample 100"
+
+
+def _label_ten(data: Path) -> str:
+    (data / "10_theo_0.wav").symlink_to((data / "3_theo_0.wav").resolve())
+    return "10_theo_0.wav: label 10 is outside 0-9"
+
+
+@pytest.mark.parametrize("make_bad", [_nan_and_inf_clip, _label_ten], ids=["nan-inf-samples", "label-10"])
+@pytest.mark.parametrize("cached", [False, True], ids=["fresh", "cached"])
+def test_unusable_clip_is_named_in_one_line_before_training(small_data, cache_dir, tmp_path, capsys, monkeypatch, make_bad, cached):
+    base = ["--config", tiny_config(tmp_path), "--data-dir", str(small_data), "--cache-dir", str(cache_dir), "--out", str(tmp_path / "o")]
+    if cached:  # features of the good clips already cached: the bad one must still be named
+        from fsdd.features import FeatureConfig, load_features
+
+        load_features(small_data, FeatureConfig(), cache_dir)
+    words = make_bad(small_data)
+    no_training(monkeypatch)
+    code, out, err = run_main(capsys, *base)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("error: ") and words in err, err
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("features: {win_length: 800}\n", "features.win_length must be in 1..n_fft (400) or null, got 800"),
+        ("features: {f_min: 3000, f_max: 1000}\n", "features.f_min must be in [0, f_max) = [0, 1000) Hz, got 3000"),
+        ("prune: {schedule: [[1, 0.5]]}\n", "prune.schedule: epoch 1 is outside training or leaves no epoch after it"),
+    ],
+    ids=["win_length", "f_min-f_max", "prune-at-last-epoch"],
+)
+def test_impossible_config_is_one_line_before_any_work(small_data, cache_dir, tmp_path, capsys, monkeypatch, text, words):
+    import search.train as train_mod
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("data read for an impossible config")
+
+    monkeypatch.setattr(train_mod, "make_datamodule", no_data)
+    no_training(monkeypatch)
+    cfg = tiny_config(tmp_path, text)
+    code, out, err = run_main(capsys, "--config", cfg, "--data-dir", str(small_data), "--cache-dir", str(cache_dir))
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("error: ") and words in err, err
+
+
+QAT_WARM = "quant: {mode: qat, bits: 4, warm_start: true}\n"
+
+
+def test_truncated_float_parent_is_retrained_with_one_warning(small_data, cache_dir, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    args = ["--config", tiny_config(tmp_path, QAT_WARM), "--data-dir", str(small_data), "--cache-dir", str(cache_dir)]
+    code, out, _ = run_main(capsys, *args, "--out", str(tmp_path / "a"))
+    assert code == 0
+    (parent,) = (cache_dir / "parents").glob("*.safetensors")
+    good = {k: v.clone() for k, v in load_file(parent).items()}  # load_file maps the file: copy before truncating it
+    parent.write_bytes(parent.read_bytes()[:100])  # issue 10: truncated to 100 bytes
+    code, out, err = run_main(capsys, *args, "--out", str(tmp_path / "b"))
+    assert code == 0 and json.loads(out.strip().splitlines()[-1])["quant"] == "qat4-float"
+    assert err.count("\n") == 1, err
+    assert err.startswith(f"warning: cached float parent {parent} cannot be used (unreadable: ") and "training it again" in err
+    healed = load_file(parent)  # retrained (same seed, same weights) and written back whole
+    assert set(healed) == set(good) and all(torch.equal(healed[k], good[k]) for k in good)
+
+
+def test_float_parent_that_fails_its_check_is_retrained(small_data, cache_dir, monkeypatch, capsys):
+    from safetensors.torch import load_file, save_file
+
+    import search.train as train_mod
+    from search.config import from_dict
+
+    cfg = from_dict({"model": {"hidden_size": 4}, "train": {"epochs": 2}, "quant": {"mode": "qat", "bits": 4}})
+    dm = train_mod.make_datamodule(cfg, small_data, cache_dir)
+    good = train_mod.float_parent(cfg, dm, cache_dir)
+    (path,) = (cache_dir / "parents").glob("*.safetensors")
+    calls = []
+    real_fit = train_mod.fit
+    monkeypatch.setattr(train_mod, "fit", lambda *a, **k: calls.append(1) or real_fit(*a, **k))
+
+    def nan(t):
+        t["fc.bias"][0] = float("nan")
+
+    corruptions = {
+        "garbage": lambda: path.write_bytes(b"\0" * 64),
+        "missing key": lambda: save_file({k: v for k, v in good.items() if k != "fc.bias"}, path),
+        "extra key": lambda: save_file({**good, "extra": torch.zeros(1)}, path),
+        "wrong shape": lambda: save_file({**good, "fc.weight": torch.zeros(10, 5)}, path),
+        "wrong dtype": lambda: save_file({**good, "fc.weight": good["fc.weight"].double()}, path),
+        "non-finite": lambda: save_file({**good, "fc.bias": torch.full_like(good["fc.bias"], float("inf"))}, path),
+    }
+    for n, (what, corrupt) in enumerate(corruptions.items(), 1):
+        corrupt()
+        capsys.readouterr()
+        state = train_mod.float_parent(cfg, dm, cache_dir)
+        err = capsys.readouterr().err
+        assert len(calls) == n, what
+        assert err.count("\n") == 1 and str(path) in err and "cannot be used" in err, (what, err)
+        assert all(torch.equal(state[k], good[k]) for k in good), what
+    train_mod.float_parent(cfg, dm, cache_dir)  # healed: read back, silently, without training
+    assert len(calls) == len(corruptions) and capsys.readouterr().err == ""
+    assert set(load_file(path)) == set(good)
