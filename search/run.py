@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from fsdd.download import resolve_data_dir
 from fsdd.errors import DataError
@@ -54,10 +54,37 @@ def check_address(address: str, timeout: float = 5.0) -> None:
         raise SearchError(f"cannot reach a Ray cluster at {address!r} (is `ray start --head` running there?)") from None
 
 
+def finite_positive_kib(text: str) -> float:
+    """argparse type of --budget-kb: a number of KiB in (0, 2^40]. NaN fails the comparison, and
+    inf (or 1e308, whose bytes overflow) would make a budget that no size can be checked against."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of KiB, got {text!r}") from None
+    if not 0 < value <= 2**40:
+        raise argparse.ArgumentTypeError(f"expected a finite number of KiB > 0 (at most 2^40 KiB = 1 PiB), got {text!r}")
+    return value
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Command-line mistakes end in one line (like every other input error), not usage + error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m search.run", description=__doc__.splitlines()[0])
-    p.add_argument("--budget-kb", type=float, help="model size budget in KiB (1024 bytes); required for a new run")
-    p.add_argument("--config", default="configs/search.yaml", help="search space and training settings (%(default)s)")
+    from importlib import resources
+
+    p = OneLineParser(prog="python -m search.run", description=__doc__.splitlines()[0])
+    p.add_argument("--budget-kb", type=finite_positive_kib, help="model size budget in KiB (1024 bytes); required for a new run")
+    # The default space ships inside the package (configs/search.yaml links to it), so the
+    # command works from any directory and from a wheel.
+    p.add_argument(
+        "--config",
+        default=str(resources.files("search") / "search.yaml"),
+        help="search space and training settings (default: search.yaml inside the package; configs/search.yaml links to it)",
+    )
     p.add_argument("--trials", type=int, default=DEFAULT_TRIALS, help="number of trials (%(default)s)")
     p.add_argument(
         "--time-budget",
