@@ -1,0 +1,60 @@
+"""Deploy one artifact: check it, write its C library into a folder, with test clips of its split
+compiled into the device test program when the data is at hand."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from fsdd.audio import parse_name
+from fsdd.errors import DataError
+from search.artifact import read
+from search.deploy.clips import pcm16, split_clips
+from search.deploy.errors import DeployError
+from search.deploy.library import prepare_out, write_library
+from search.deploy.spec import ModelSpec, load
+
+
+@dataclass(frozen=True)
+class Deployment:
+    out: Path
+    spec: ModelSpec
+    meta: dict[str, str]
+    device_clips: tuple[str, ...]  # names of the clips compiled into the device test program
+    note: str  # why the device test program has no real clips, or ""
+
+
+def pick(wavs: list[Path], n: int) -> list[Path]:
+    """Up to n clips, one per digit in turn (first of each digit first), in split order."""
+    by_digit: dict[int, list[Path]] = {}
+    for w in wavs:
+        by_digit.setdefault(parse_name(w.name)[0], []).append(w)
+    out: list[Path] = []
+    rank = 0
+    while len(out) < n and any(rank < len(v) for v in by_digit.values()):
+        out += [v[rank] for _, v in sorted(by_digit.items()) if rank < len(v)][: n - len(out)]
+        rank += 1
+    return out
+
+
+def deploy(
+    artifact: str | Path, out: str | Path, force: bool = False, data_dir: str | Path | None = None, device_clips: int = 10
+) -> Deployment:
+    """Write the library of `artifact` into `out` (refused if it exists and is not empty, unless
+    `force`). Up to `device_clips` test clips of the artifact's split (from `data_dir`, else
+    $FSDD_DIR or the download cache; never downloaded here) go into the device test program."""
+    spec = load(artifact)
+    meta, _ = read(artifact)
+    out = Path(out)
+    clips, note = [], ""
+    if device_clips > 0:
+        try:
+            clips = [(w.name, pcm16(w)) for w in pick(split_clips(meta, data_dir), device_clips)]
+        except DataError as e:
+            note = f"no test clips compiled in ({str(e).splitlines()[0]}); the device program classifies one second of silence"
+    try:
+        prepare_out(out, force)
+    except OSError as e:
+        raise DeployError(f"--out {out}: {e.strerror}") from None
+    write_library(spec, out, Path(artifact).name, meta, clips)
+    return Deployment(out, spec, meta, tuple(name for name, _ in clips), note)

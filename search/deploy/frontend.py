@@ -1,0 +1,103 @@
+"""The MFCC front end's settings and constant tables, as the generated C library stores them.
+
+Only what cannot be cheaply computed per frame is stored (float32): a quarter wave of
+cos(2 pi m / n_fft) (the Hann window and the real-FFT split's twiddles), the mel filterbank's
+n_mels + 2 corner frequencies (each bin's triangle weights follow from them), a quarter wave of
+the DCT's cosines, and, only when win_length != n_fft, half of the Hann window. CMSIS-DSP's FFT
+adds its own twiddle and bit-reversal tables (vendored, see cmsis/README.md).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from search.deploy.errors import DeployError
+from search.deploy.vendor import CFFT_LENGTHS
+from search.verify import _hz_to_mel, _mel_to_hz, _params
+
+N_FFT_SUPPORTED = tuple(2 * n for n in CFFT_LENGTHS)
+# ARMBITREVINDEXTABLE_<L>_TABLE_LENGTH of CMSIS-DSP's arm_common_tables.h (uint16 entries).
+BITREV_LENGTH = {16: 20, 32: 48, 64: 56, 128: 208, 256: 440, 512: 448, 1024: 1800}
+CFFT_INSTANCE_BYTES = 0  # kws.c's arm_cfft_instance_f32 is constant-folded into the code (measured: no section left)
+
+
+@dataclass(frozen=True)
+class FrontEnd:
+    """Feature settings of one model, resolved (docs/artifact.md section 4)."""
+
+    sample_rate: int
+    n_fft: int
+    win_length: int
+    hop_length: int
+    n_mels: int
+    n_mfcc: int
+    f_min: float
+    f_max: float
+    trim_ratio: float | None  # frame energy ratio 10^(-trim_db/10); None: no trimming
+    top_db: float | None
+    cmvn: str  # none | mean | meanvar
+
+    @property
+    def win_left(self) -> int:
+        return (self.n_fft - self.win_length) // 2
+
+    @property
+    def bin_hz(self) -> float:
+        return (self.sample_rate // 2) / (self.n_fft // 2)
+
+    @property
+    def cfft_length(self) -> int:
+        return self.n_fft // 2
+
+    def tables(self) -> dict[str, np.ndarray]:
+        """The library's own tables by C name, float32."""
+        n, q = self.n_fft, self.n_fft // 4
+        cos = np.cos(2 * math.pi * np.arange(q + 1) / n)
+        cos[q] = 0.0  # cos(pi/2), exactly: the split uses it as sin(0)
+        pts = _mel_to_hz(np.linspace(_hz_to_mel(self.f_min), _hz_to_mel(self.f_max), self.n_mels + 2))
+        dct = np.cos(math.pi * np.arange(self.n_mels + 1) / (2 * self.n_mels))
+        dct[self.n_mels] = 0.0
+        out = {"kws_t_cos": cos, "kws_t_mel_pts": pts, "kws_t_dct_cos": dct}
+        if self.win_length != n:
+            w = self.win_length
+            out["kws_t_window"] = 0.5 - 0.5 * np.cos(2 * math.pi * np.arange(w // 2 + 1) / w)
+        return {k: v.astype(np.float32) for k, v in out.items()}
+
+    def cmsis_tables(self) -> dict[str, int]:
+        """CMSIS-DSP tables the FFT links, by name: bytes."""
+        length = self.cfft_length
+        return {f"twiddleCoef_{length}": 8 * length, f"armBitRevIndexTable{length}": 2 * BITREV_LENGTH[length]}
+
+    def table_bytes(self) -> int:
+        """Exact flash bytes of every table: the library's, CMSIS's, and the FFT instance."""
+        return sum(t.nbytes for t in self.tables().values()) + sum(self.cmsis_tables().values()) + CFFT_INSTANCE_BYTES
+
+
+def front_end(features: Mapping[str, Any] | Any, where: str = "artifact") -> FrontEnd:
+    """FrontEnd of an artifact's `features` dict or a FeatureConfig; DeployError if the C library
+    cannot compute it (an n_fft that CMSIS-DSP's FFT does not take)."""
+    p = _params(features)
+    if p.n_fft not in N_FFT_SUPPORTED:
+        kind = "a power of two" if p.n_fft & (p.n_fft - 1) == 0 else "not a power of two"
+        raise DeployError(
+            f"{where}: features.n_fft is {p.n_fft} ({kind}); CMSIS-DSP's FFT needs a power of two in "
+            f"{N_FFT_SUPPORTED[0]}..{N_FFT_SUPPORTED[-1]}: retrain with features.n_fft: 256 or 512"
+        )
+    return FrontEnd(
+        sample_rate=p.sample_rate,
+        n_fft=p.n_fft,
+        win_length=p.win_length,
+        hop_length=p.hop_length,
+        n_mels=p.n_mels,
+        n_mfcc=p.n_mfcc,
+        f_min=p.f_min,
+        f_max=p.f_max,
+        trim_ratio=None if p.trim_db is None else 10.0 ** (-p.trim_db / 10.0),
+        top_db=p.top_db,
+        cmvn=p.cmvn,
+    )
