@@ -42,8 +42,9 @@ class AugmentConfig:
                 raise ValueError(f"{name} must be distinct factors in [0.5, 2] other than 1 (1 is the original), got {list(v)}")
         if self.noise_snr_db is not None and not (-10.0 <= self.noise_snr_db <= 60.0):
             raise ValueError(f"noise_snr_db must be in [-10, 60] dB (or null), got {self.noise_snr_db}")
-        if self.time_masks < 0 or self.time_mask_frames < 0:
-            raise ValueError("time_masks and time_mask_frames must be >= 0")
+        for name in ("time_masks", "time_mask_frames"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {getattr(self, name)!r}")
 
     def variants(self) -> list[Variant]:
         """The cached variants besides the original clip, in a fixed order: every speed with
@@ -65,7 +66,8 @@ class Variant:
     snr_db: float | None = None
 
     def key(self) -> dict:
-        return {"speed": self.speed, "snr_db": self.snr_db} | ({"tempo": self.tempo} if self.tempo != 1.0 else {})
+        noise = {"noise": "before-trim"} if self.snr_db is not None else {}  # (before 2026-11-29: after trimming)
+        return {"speed": self.speed, "snr_db": self.snr_db} | ({"tempo": self.tempo} if self.tempo != 1.0 else {}) | noise
 
     def speed_up(self, x: np.ndarray, sample_rate: int) -> np.ndarray:
         """The clip played `speed` times faster (torchaudio's band-limited resampling): the
@@ -77,8 +79,8 @@ class Variant:
         return torchaudio.functional.resample(torch.from_numpy(x), orig // g, new // g).numpy()
 
     def add_noise(self, x: np.ndarray, name: str) -> np.ndarray:
-        """White noise at `snr_db` below the (trimmed) clip's mean power. Seeded by the clip's
-        file name: a cached variant is the same on every run and machine."""
+        """White noise at `snr_db` below the clip's mean power (over the whole recording, silence
+        included). Seeded by the clip's file name: a cached variant is the same on every run and machine."""
         if self.snr_db is None:
             return x
         seed = int.from_bytes(hashlib.sha256(f"{name}|{self.snr_db}".encode()).digest()[:8], "little")

@@ -123,13 +123,11 @@ def mfcc_transform(cfg: FeatureConfig) -> torchaudio.transforms.MFCC:
 
 def prepare_samples(x: np.ndarray, cfg: FeatureConfig, variant: Variant | None = None, name: str = "") -> np.ndarray:
     """Trim silence, then zero-pad clips shorter than one FFT window (reflect padding needs it).
-    A training `variant` speeds the clip up before trimming (it changes the clip's length) and
-    adds its noise after (so that the noise does not keep the silence from being trimmed)."""
+    A training `variant` speeds the clip up and adds its noise before trimming, as a noisy
+    recording would be: the noise floor then limits the trimming as it does in real ones."""
     if variant is not None:
-        x = variant.speed_up(x, cfg.sample_rate)
+        x = variant.add_noise(variant.speed_up(x, cfg.sample_rate), name)
     x = trim_silence(x, cfg.trim_db)
-    if variant is not None:
-        x = variant.add_noise(x, name)
     if len(x) < cfg.n_fft:
         x = np.pad(x, (0, cfg.n_fft - len(x)))
     return x

@@ -23,7 +23,7 @@ from typing import Any
 from fsdd.errors import DataError
 from fsdd.splits import PROTOCOL_SPEAKERS
 from search.config import Config, from_dict
-from search.selection import pareto_front, record_key
+from search.selection import cost, pareto_front, record_key
 from search.size import KIB
 
 # The manual study's table (../shared/manual-study.md): label, KiB in its own convention
@@ -56,7 +56,7 @@ def all_points(run_dir: Path) -> list[tuple[float, float, bool]]:
         if lines:
             last = json.loads(lines[-1])
             if not last.get("infeasible") and "size_bytes" in last:
-                points.append((last["size_bytes"] / KIB, last["val_acc"], bool(last.get("final"))))
+                points.append((cost(last) / KIB, last["val_acc"], bool(last.get("final"))))
     return points
 
 
@@ -73,9 +73,11 @@ def refit_config(cfg: Config) -> Config:
 
 def refit(trial_dir: str, out_dir: str, data_dir: str, cache_dir: str | None, estimate: dict[str, Any]) -> dict[str, Any]:
     """Retrain one front member of the speaker protocol with its settings (`refit_config`),
-    write its artifact (with the fold estimate in its metadata) and predictions; its record.
+    write its artifact (with the fold estimate in its metadata) and predictions, and check it
+    with search.verify; its record.
     Kept in `out_dir`: a second export of the same run reuses it."""
     from search.train import make_datamodule, quiet, save, test, train
+    from search.verify import verify
 
     out = Path(out_dir)
     done = out / "refit.json"
@@ -87,6 +89,8 @@ def refit(trial_dir: str, out_dir: str, data_dir: str, cache_dir: str | None, es
     net, _, _ = train(cfg, dm, None, (), cache_dir)
     record = save(cfg, net, dm, out, estimate)
     record["test_acc"] = test(cfg, net, dm, out)
+    # The numpy reference, from the artifact and the wavs alone: here, in parallel with the other refits.
+    record["verify"] = verify(out / "model.safetensors", data_dir)
     done.write_text(json.dumps(record, indent=1))
     return record
 
@@ -123,7 +127,7 @@ def export(
     cache_dir = cache_dir or settings["cache_dir"]
     speakers = settings["base"]["train"]["split"] == PROTOCOL_SPEAKERS
     records = finished_records(run_dir)
-    feasible = [r for r in records if r["size_bytes"] <= budget and (speakers or r.get("artifact"))]
+    feasible = [r for r in records if cost(r) <= budget and (speakers or r.get("artifact"))]
     front = pareto_front(feasible)
     art_dir = run_dir / "artifacts"
     shutil.rmtree(art_dir, ignore_errors=True)
@@ -131,16 +135,17 @@ def export(
     if speakers:
         outputs = refit_all(front, run_dir, data_dir, cache_dir, workers or settings.get("cpus", os.cpu_count() or 1))
         pairs = enumerate(zip(front, outputs, strict=True))
-        rows = [_speaker_row(rank, r, out, run_dir, art_dir, data_dir, verify) for rank, (r, out) in pairs]
+        rows = [_speaker_row(rank, r, out, run_dir, art_dir) for rank, (r, out) in pairs]
     else:
         rows = _random_rows(front, run_dir, art_dir, data_dir, cache_dir, verify)
     # The winner is chosen on what the search ranks (test accuracy only reports it): the top of the front.
-    winner = max(rows, key=lambda x: (*record_key(x), -x["size_bytes"])) if rows else None
+    winner = max(rows, key=lambda x: (*record_key(x), -x["cost_bytes"])) if rows else None
     summary = {
         "name": settings["name"],
         "protocol": PROTOCOL_SPEAKERS if speakers else settings["base"]["train"]["split"],
         "test_speaker": settings["base"]["train"].get("test_speaker"),
         "budget_bytes": budget,
+        "budget_on": settings.get("budget_on", "weights"),
         "trials_finished": len(records),
         "front": rows,
         "winner": winner,
@@ -152,7 +157,7 @@ def export(
         w.writeheader()
         for row in rows:
             w.writerow({**row, "config": json.dumps(row["config"], sort_keys=True)})
-    plot(run_dir / "pareto.png", all_points(run_dir), rows, budget, speakers)
+    plot(run_dir / "pareto.png", all_points(run_dir), rows, budget, speakers, settings.get("budget_on", "weights"))
     if speakers and winner is not None:
         plot_confusions(run_dir / "confusion.png", winner)
     return summary
@@ -172,6 +177,7 @@ def _common(rank: int, r: dict[str, Any], cfg: Config, artifact: Path, run_dir: 
         "trial": Path(r["trial_dir"]).name,
         "size_bytes": r["size_bytes"],
         "size_kib": round(r["size_bytes"] / KIB, 3),
+        "cost_bytes": cost(r),  # what the budget counts: size_bytes, or the predicted flash with --budget-on flash
         "quant": r["quant"],
         "hidden_size": cfg.model.hidden_size,
         "n_mfcc": cfg.features.n_mfcc,
@@ -185,11 +191,11 @@ def _common(rank: int, r: dict[str, Any], cfg: Config, artifact: Path, run_dir: 
     }
 
 
-def _speaker_row(rank: int, r: dict, out: dict, run_dir: Path, art_dir: Path, data_dir: str, verify: Any) -> dict[str, Any]:
+def _speaker_row(rank: int, r: dict, out: dict, run_dir: Path, art_dir: Path) -> dict[str, Any]:
     cfg = from_dict(json.loads((Path(r["trial_dir"]) / "config.json").read_text()))
     src = run_dir / "refit" / Path(r["trial_dir"]).name
     artifact = _copy_artifact(rank, r, src, art_dir)
-    check = verify(artifact, data_dir)
+    check = out["verify"]
     figures = {k: r[k] for k in r if k.startswith(("new_speaker_", "acc_"))}
     return {
         **_common(rank, r, cfg, artifact, run_dir, check),
@@ -239,7 +245,14 @@ def _random_rows(front: list[dict], run_dir: Path, art_dir: Path, data_dir: str,
     return rows
 
 
-def plot(path: Path, points: list[tuple[float, float, bool]], front: list[dict[str, Any]], budget: int, speakers: bool = False) -> None:
+def plot(
+    path: Path,
+    points: list[tuple[float, float, bool]],
+    front: list[dict[str, Any]],
+    budget: int,
+    speakers: bool = False,
+    budget_on: str = "weights",
+) -> None:
     """Accuracy against size (log KiB): every trial faint, the front, the budget. Speaker
     protocol: new-speaker accuracy (pooled over the folds) with each member's mean and worst
     speaker; random protocol: validation and test accuracy, and the manual study's points."""
@@ -257,7 +270,7 @@ def plot(path: Path, points: list[tuple[float, float, bool]], front: list[dict[s
     if early:
         ax.scatter(*zip(*early, strict=True), s=14, color="grey", marker="x", alpha=0.3, label=f"stopped early ({ranked}, partial)")
     if front:
-        kib = [r["size_kib"] for r in front]
+        kib = [r["cost_bytes"] / KIB for r in front]
         ax.step(kib, [r["val_acc"] for r in front], where="post", color="tab:blue", lw=1.5, label=f"Pareto front ({ranked}, pooled)")
         if speakers:
             ax.plot(kib, [r["new_speaker_mean"] for r in front], "o", color="tab:purple", ms=5, label="front: mean over speakers")
@@ -267,7 +280,7 @@ def plot(path: Path, points: list[tuple[float, float, bool]], front: list[dict[s
                 ax.plot(*zip(*tested, strict=True), "o", color="tab:red", ms=6, label=f"front: test speaker {front[0]['test_speaker']}")
         else:
             ax.plot(kib, [r["test_acc"] for r in front], "o", color="tab:red", ms=6, label="front, test accuracy")
-    if not speakers:
+    if not speakers and budget_on == "weights":
         for i, (label, kib, acc) in enumerate(STUDY_POINTS):
             ax.plot(kib, acc, "s", color="black", ms=6, label="manual study (test)" if i == 0 else None)
             # Labels alternately above and below: the pruned and PTQ points nearly coincide.
@@ -275,9 +288,15 @@ def plot(path: Path, points: list[tuple[float, float, bool]], front: list[dict[s
             ax.annotate(label.replace("study ", ""), (kib, acc), textcoords="offset points", xytext=(5, dy), fontsize=7)
     ax.axvline(budget / KIB, color="tab:green", ls="--", label=f"budget {budget / KIB:g} KiB")
     ax.set_xscale("log")
-    right = [k for k, _, _ in points] + ([] if speakers else [kib for _, kib, _ in STUDY_POINTS]) + [budget / KIB]
+    study = not speakers and budget_on == "weights"
+    right = [k for k, _, _ in points] + ([kib for _, kib, _ in STUDY_POINTS] if study else []) + [budget / KIB]
     ax.set_xlim(right=3 * max(right))  # room for the labels
-    ax.set_xlabel("model size, KiB (artifact payload" + ("" if speakers else "; study points in the study's convention") + ")")
+    what = "Cortex-M4 flash of the whole C library, KiB (predicted)" if budget_on == "flash" else "model size, KiB (artifact payload"
+    ax.set_xlabel(
+        what
+        + ("" if speakers or budget_on == "flash" else "; study points in the study's convention")
+        + ("" if budget_on == "flash" else ")")
+    )
     ax.set_ylabel("accuracy on speakers never heard in training" if speakers else "accuracy")
     lows = [a for _, a, _ in points] + [r.get("new_speaker_worst", 1.0) for r in front]
     ax.set_ylim(max(0.0, min([0.6, *lows]) - 0.02), 1.005)

@@ -19,11 +19,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from fsdd.audio import list_wavs
 from fsdd.download import resolve_data_dir
 from fsdd.errors import DataError
-from search.config import ConfigError
+from fsdd.features import load_features
+from fsdd.splits import PROTOCOL_SPEAKERS, fold_kinds, make_split
+from search.config import Config, ConfigError
 from search.size import KIB
-from search.space import SearchConfig, load_search_config, smallest_size
+from search.space import BUDGET_ON, SearchConfig, load_search_config, smallest_size
 
 DEFAULT_TRIALS = 150
 DEFAULT_TIME_BUDGET = "30m"
@@ -39,7 +42,10 @@ def parse_duration(text: str) -> float:
     if not text.strip() or not m or not any(m.groups()):
         raise argparse.ArgumentTypeError(f"invalid duration {text!r} (e.g. 90s, 30m, 2h, 1h30m)")
     h, mi, s = (float(g) if g else 0.0 for g in m.groups())
-    return h * 3600 + mi * 60 + s
+    seconds = h * 3600 + mi * 60 + s
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"the time budget must be more than 0 s, got {text!r}")
+    return seconds
 
 
 def check_address(address: str, timeout: float = 5.0) -> None:
@@ -78,6 +84,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
     p = OneLineParser(prog="python -m search.run", description=__doc__.splitlines()[0])
     p.add_argument("--budget-kb", type=finite_positive_kib, help="model size budget in KiB (1024 bytes); required for a new run")
+    p.add_argument(
+        "--budget-on",
+        choices=BUDGET_ON,
+        default="weights",
+        help="weights: the artifact's payload (default); flash: the whole C library on a Cortex-M4 (weights, tables, code)",
+    )
     # The default space ships inside the package (configs/search.yaml links to it), so the
     # command works from any directory and from a wheel.
     p.add_argument(
@@ -92,7 +104,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=DEFAULT_TIME_BUDGET,
         help="wall-clock limit, e.g. 30m (%(default)s)",
     )
-    p.add_argument("--split", help="random | official | speaker:NAME (default: the config's)")
+    p.add_argument(
+        "--split",
+        help="speakers: rank on accuracy over leave-one-speaker-out folds (the default config's protocol); "
+        "random: the manual study's split (validation shares speakers with training); official | speaker:NAME",
+    )
+    p.add_argument(
+        "--test-speaker",
+        metavar="NAME",
+        help="keep this speaker out of the whole search (folds, ranking, refit); the front is tested on it once, at the end",
+    )
     p.add_argument("--seed", type=int, help="split and training seed (default: the config's)")
     p.add_argument("--data-dir", help="FSDD recordings (default: $FSDD_DIR, else download)")
     p.add_argument("--cache-dir", help="feature and float-parent cache (default: $FSDD_CACHE or ~/.cache/fsdd)")
@@ -112,6 +133,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def check_data(base: Config, data_dir: str, cache_dir: str | None) -> None:
+    """Before Ray starts, DataError with one line if the data cannot serve the search: an unusable
+    clip (read once here for the base features, which also warms the feature cache for the
+    trials), or a split, or speaker-protocol folds, that this data cannot make."""
+    load_features(data_dir, base.features, cache_dir)
+    names = [f.name for f in list_wavs(data_dir)]
+    t = base.train
+    if t.split == PROTOCOL_SPEAKERS:
+        fold_kinds(names, t.test_speaker)
+    else:
+        make_split(names, t.split, t.seed, test_speaker=t.test_speaker)
+
+
 def prepare(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
     """Validate everything that can be checked before Ray starts; the run dir and its settings."""
     if args.cpus_per_trial < 1 or args.trials < 1:
@@ -128,11 +162,12 @@ def prepare(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
     if args.budget_kb is None:
         raise SearchError("--budget-kb is required, e.g. --budget-kb 36")
     sc = load_search_config(args.config)
-    overrides = {k: v for k, v in (("split", args.split), ("seed", args.seed)) if v is not None}
+    pairs = (("split", args.split), ("seed", args.seed), ("test_speaker", args.test_speaker))
+    overrides = {k: v for k, v in pairs if v is not None}
     base = sc.base.replace(train=overrides) if overrides else sc.base
     sc = SearchConfig(base, sc.space)
     budget = int(args.budget_kb * KIB)
-    smallest = smallest_size(sc)
+    smallest = smallest_size(sc, args.budget_on)
     if budget < smallest:
         raise SearchError(
             f"budget {args.budget_kb:g} KiB ({budget} B) is below the smallest model in the space "
@@ -143,10 +178,12 @@ def prepare(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
     if run_dir.exists():
         raise SearchError(f"a run named {name!r} already exists in {out}: add --resume to continue it, or pick another --name")
     data_dir = str(resolve_data_dir(args.data_dir).resolve())
+    check_data(base, data_dir, args.cache_dir)
     settings = {
         "name": name,
         "budget_bytes": budget,
         "budget_kb": args.budget_kb,
+        "budget_on": args.budget_on,
         "trials": args.trials,
         "time_budget_s": args.time_budget,
         "cpus_per_trial": args.cpus_per_trial,

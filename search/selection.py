@@ -18,10 +18,16 @@ def record_key(r: dict[str, Any]) -> tuple[float, float]:
     return selection_key(r["val_acc"], r.get("val_loss", math.inf))
 
 
+def cost(r: dict[str, Any]) -> int:
+    """What the run's budget counts for a record (search.space.cost_bytes); records written
+    before budgets on flash existed count their artifact's size."""
+    return r.get("cost_bytes", r["size_bytes"])
+
+
 def pareto_front(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Non-dominated records: no other ranks at least as high (`record_key`) and is smaller."""
+    """Non-dominated records: no other ranks at least as high (`record_key`) and costs less (`cost`)."""
     front: list[dict[str, Any]] = []
-    for r in sorted(records, key=lambda r: (r["size_bytes"], [-k for k in record_key(r)])):
+    for r in sorted(records, key=lambda r: (cost(r), [-k for k in record_key(r)])):
         if not front or record_key(r) > record_key(front[-1]):
             front.append(r)
     return front

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ class Space:
     hidden_sizes: tuple[int, ...] = (4, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128)
     n_mfcc: tuple[int, ...] = (8, 10, 13, 16)
     hop_length: tuple[int, ...] = (160, 200, 240)
+    n_fft: tuple[int, ...] = ()  # FFT lengths to choose from (empty: the base's); the C library needs powers of two
+    cmvn: tuple[str, ...] = ()  # per-utterance CMVN kinds to choose from (empty: the base's)
     lr: tuple[float, float] = (2e-3, 2e-2)  # log-uniform
     quant_modes: tuple[str, ...] = ("fp32", "ptq_int8", "qat")
     qat_bits: tuple[int, int] = (2, 8)
@@ -55,16 +58,32 @@ def space_from_dict(raw: Any, where: str = "space") -> Space:
     for key, value in raw.items():
         if key not in known:
             raise ConfigError(f"unknown field '{where}.{key}' (known: {', '.join(sorted(known))})")
-        default = getattr(Space(), key)
-        if isinstance(default, tuple):
-            if not isinstance(value, list) or not value:
-                raise ConfigError(f"{where}.{key}: expected a non-empty list")
-            kwargs[key] = tuple(value)
-        else:
-            kwargs[key] = value
+        kwargs[key] = _field_value(value, known[key], f"{where}.{key}")
     space = Space(**kwargs)
     _check_space(space)
     return space
+
+
+def _field_value(value: Any, f: dataclasses.Field, where: str) -> Any:
+    """`value` coerced to the field's declared type (a tuple of int, float, str or bool, or one
+    of those), or ConfigError naming the field: YAML gives lists and may give any type."""
+    tp = typing.get_type_hints(Space)[f.name]
+    many = typing.get_origin(tp) is tuple
+    item = typing.get_args(tp)[0] if many else tp
+    values = value if many else [value]
+    if many and (not isinstance(value, list) or (not value and f.name not in ("n_fft", "cmvn"))):
+        raise ConfigError(f"{where}: expected a non-empty list")
+    ok = {
+        bool: lambda v: isinstance(v, bool),
+        int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+        float: lambda v: isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v),
+        str: lambda v: isinstance(v, str),
+    }[item]
+    bad = [v for v in values if not ok(v)]
+    if bad:
+        raise ConfigError(f"{where}: expected {'a list of ' if many else ''}{item.__name__}{'s' if many else ''}, got {bad[0]!r}")
+    coerced = [float(v) if item is float else v for v in values]
+    return tuple(coerced) if many else coerced[0]
 
 
 def _check_space(s: Space) -> None:
@@ -79,17 +98,24 @@ def _check_space(s: Space) -> None:
     need(0 < s.lr[0] <= s.lr[-1], "lr: [low, high] > 0")
     need(0 < s.prune_sparsity[0] <= s.prune_sparsity[-1] < 1, "prune_sparsity: [low, high] in (0, 1)")
     need(s.prune_max_steps >= 1 and s.qat_epochs >= 2, "prune_max_steps >= 1, qat_epochs >= 2")
+    need(set(s.cmvn) <= {"none", "mean", "meanvar"}, "cmvn: none, mean, meanvar")
+    need(all(16 <= n <= 8192 for n in s.n_fft), "n_fft: FFT lengths in 16..8192 (powers of two for the C library)")
 
 
 def check_against_base(sc: SearchConfig) -> None:
     """Every front end the space can pick must be valid with the base features (checked here,
     in the driver, because the define-by-run function must never raise)."""
-    for n in sc.space.n_mfcc:
-        for hop in sc.space.hop_length:
-            try:
-                sc.base.replace(features={"n_mfcc": n, "hop_length": hop})
-            except ConfigError as e:
-                raise ConfigError(f"space.n_mfcc/hop_length: {n}/{hop} with the base features: {e}") from None
+    s, f = sc.space, sc.base.features
+    for n in s.n_mfcc:
+        for hop in s.hop_length:
+            for n_fft in s.n_fft or (f.n_fft,):
+                for cmvn in s.cmvn or (f.cmvn,):
+                    try:
+                        sc.base.replace(features={"n_mfcc": n, "hop_length": hop, "n_fft": n_fft, "cmvn": cmvn})
+                    except ConfigError as e:
+                        raise ConfigError(
+                            f"space.n_mfcc/hop_length/n_fft/cmvn: {n}/{hop}/{n_fft}/{cmvn} with the base features: {e}"
+                        ) from None
 
 
 def load_search_config(path: str | Path) -> SearchConfig:
@@ -133,15 +159,29 @@ def to_config(base: Config, p: dict[str, Any]) -> Config:
     schedule = prune_schedule(p["sparsity"], p["prune_start"], p["prune_end"], p["prune_steps"]) if p.get("prune") else []
     return base.replace(
         model={"hidden_size": p["hidden_size"]},
-        features={"n_mfcc": p["n_mfcc"], "hop_length": p["hop_length"]},
+        features={"n_mfcc": p["n_mfcc"], "hop_length": p["hop_length"], **{k: p[k] for k in ("n_fft", "cmvn") if k in p}},
         train=train,
         prune={"schedule": schedule},
         quant=quant,
     )
 
 
-def define(trial: optuna.Trial, sc: SearchConfig, budget: int) -> dict[str, Any]:
-    """Optuna define-by-run space. Returns the derived values (hidden size, epochs, size)."""
+BUDGET_ON = ("weights", "flash")
+
+
+def cost_bytes(cfg: Config, budget_on: str = "weights") -> int:
+    """What the budget counts: the artifact's payload (`weights`, search.size.size_bytes), or the
+    whole C library on a Cortex-M4 (`flash`: weights, front-end tables and code, as predicted
+    before training by search.deploy.predict_flash, calibrated on real links)."""
+    if budget_on == "flash":
+        from search.deploy import predict_flash
+
+        return predict_flash(cfg).flash_bytes
+    return size_bytes(cfg)
+
+
+def define(trial: optuna.Trial, sc: SearchConfig, budget: int, budget_on: str = "weights") -> dict[str, Any]:
+    """Optuna define-by-run space. Returns the derived values (hidden size, epochs, size, cost)."""
     s, base = sc.space, sc.base
     p: dict[str, Any] = {"quant": trial.suggest_categorical("quant", list(s.quant_modes))}
     if p["quant"] == "qat":
@@ -151,10 +191,17 @@ def define(trial: optuna.Trial, sc: SearchConfig, budget: int) -> dict[str, Any]
         p["warm_start"] = trial.suggest_categorical("warm_start", list(s.qat_warm_start))
     p["n_mfcc"] = trial.suggest_categorical("n_mfcc", list(s.n_mfcc))
     p["hop_length"] = trial.suggest_categorical("hop_length", list(s.hop_length))
+    for name in ("n_fft", "cmvn"):  # searched only when the space offers a choice
+        options = list(getattr(s, name))
+        if len(options) > 1:
+            p[name] = trial.suggest_categorical(name, options)
+        elif options:
+            p[name] = options[0]
     p["lr"] = trial.suggest_float("lr", s.lr[0], s.lr[-1], log=True)
     epochs = s.qat_epochs if p.get("warm_start") else base.train.epochs
     derived: dict[str, Any] = {"epochs": epochs}
-    if s.prune and trial.suggest_categorical("prune", [False, True]):
+    # Pruning needs an epoch after its last step: offered only when there are two epochs or more.
+    if s.prune and epochs >= 2 and trial.suggest_categorical("prune", [False, True]):
         p["prune"] = True
         p["sparsity"] = trial.suggest_float("sparsity", s.prune_sparsity[0], s.prune_sparsity[-1])
         # Start and end as fractions of training: their range does not depend on the epochs.
@@ -166,15 +213,15 @@ def define(trial: optuna.Trial, sc: SearchConfig, budget: int) -> dict[str, Any]
         derived["prune_steps"] = trial.suggest_int("prune_steps", 1, s.prune_max_steps)
     p.update(derived)
 
-    def size_at(h: int) -> int:
-        return size_bytes(to_config(base, {**p, "hidden_size": h}))
+    def cost_at(h: int) -> int:
+        return cost_bytes(to_config(base, {**p, "hidden_size": h}), budget_on)
 
-    fitting = [h for h in sorted(s.hidden_sizes) if size_at(h) <= budget]
+    fitting = [h for h in sorted(s.hidden_sizes) if cost_at(h) <= budget]
     frac = trial.suggest_float("size_frac", 0.0, 1.0)
     h = fitting[min(int(frac * len(fitting)), len(fitting) - 1)] if fitting else min(s.hidden_sizes)
-    size = size_at(h)
-    trial.set_constraint("size_over_budget", size - budget)
-    derived.update(hidden_size=h, size_bytes=size, feasible=bool(fitting))
+    cost = cost_at(h)
+    trial.set_constraint("size_over_budget", cost - budget)
+    derived.update(hidden_size=h, size_bytes=size_bytes(to_config(base, {**p, "hidden_size": h})), cost_bytes=cost, feasible=bool(fitting))
     return derived
 
 
@@ -191,6 +238,7 @@ def start_points(sc: SearchConfig) -> list[dict[str, Any]]:
     common = {
         "n_mfcc": pick(s.n_mfcc, base.features.n_mfcc),
         "hop_length": pick(s.hop_length, base.features.hop_length),
+        **{name: pick(getattr(s, name), getattr(base.features, name)) for name in ("n_fft", "cmvn") if getattr(s, name)},
         "lr": min(max(base.train.lr, s.lr[0]), s.lr[-1]),
         "size_frac": 1.0,
         **({"prune": False} if s.prune else {}),
@@ -209,14 +257,15 @@ def start_points(sc: SearchConfig) -> list[dict[str, Any]]:
     return points
 
 
-def smallest_size(sc: SearchConfig) -> int:
-    """Size of the smallest model the space can express (fails fast on an impossible budget)."""
+def smallest_size(sc: SearchConfig, budget_on: str = "weights") -> int:
+    """Cost (`cost_bytes`) of the smallest model the space can express (fails fast on an impossible budget)."""
     s, best = sc.space, math.inf
     for mode in s.quant_modes:
         p: dict[str, Any] = {"quant": mode, "lr": s.lr[0], "n_mfcc": min(s.n_mfcc), "hop_length": s.hop_length[0]}
         p.update(bits=s.qat_bits[0], scale="po2" if "po2" in s.qat_scales else "float", per_channel=False, warm_start=False)
         p.update(epochs=sc.base.train.epochs, hidden_size=min(s.hidden_sizes))
-        if s.prune:
+        if s.prune and sc.base.train.epochs >= 2:
             p.update(prune=True, sparsity=s.prune_sparsity[-1], prune_start=0, prune_end=0, prune_steps=1)
-        best = min(best, size_bytes(to_config(sc.base, p)))
+        for n_fft in s.n_fft or (sc.base.features.n_fft,):  # the FFT length changes the flash (tables)
+            best = min(best, cost_bytes(to_config(sc.base, {**p, "n_fft": n_fft}), budget_on))
     return int(best)

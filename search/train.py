@@ -240,9 +240,12 @@ def train(
     return net, val_acc, val_loss
 
 
-def save(cfg: Config, net: LSTMClassifier, dm: FSDDDataModule, out_dir: str | Path) -> dict[str, Any]:
+def save(
+    cfg: Config, net: LSTMClassifier, dm: FSDDDataModule, out_dir: str | Path, estimate: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Write the artifact (model.safetensors) and the network's weights (weights.safetensors, to
-    rebuild the torch model later); return the record of the run without test figures."""
+    rebuild the torch model later); return the record of the run without test figures.
+    `estimate`: the new-speaker figures the folds measured, stored in the artifact's metadata."""
     out_dir = Path(out_dir)
     q = cfg.quant
     record: dict[str, Any] = {
@@ -266,7 +269,7 @@ def save(cfg: Config, net: LSTMClassifier, dm: FSDDDataModule, out_dir: str | Pa
         floats, biases, codes = artifact.from_model(cfg, net, deployed(cfg, net) if q.mode == "ptq_int8" else None)
         tensors = artifact.build_payload(cfg, floats, biases, (dm.mean.numpy(), dm.std.numpy()), codes)
         path = out_dir / "model.safetensors"
-        written = artifact.write(path, tensors, artifact.metadata(cfg, dm.split.hash, cfg.train.seed))
+        written = artifact.write(path, tensors, artifact.metadata(cfg, dm.split.hash, cfg.train.seed, estimate))
         if written != record["size_bytes"]:
             raise RuntimeError(f"artifact payload {written} B differs from size_bytes {record['size_bytes']} B")
         record["artifact"] = str(path)
@@ -386,6 +389,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DataError, ConfigError, artifact.ArtifactError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except FloatingPointError as e:  # diverged (NaN/inf loss): a property of the settings, said in one line
+        print(f"error: {e}; try a lower train.lr", file=sys.stderr)
+        return 1
     print(json.dumps(result))
     return 0
 

@@ -22,7 +22,7 @@ from search.board import EpochCurves, TrialBoard
 from search.config import Config
 from search.prune import measured_sparsity
 from search.size import size_bytes
-from search.space import to_config
+from search.space import cost_bytes, to_config
 from search.speakers import SpeakerTable, fold_configs, run_folds
 from search.train import make_datamodule, quant_label, quiet, save, train
 
@@ -31,8 +31,8 @@ class TuneReport(pl.Callback):
     """Reports every epoch to Tune (random protocol: for early stopping). Every report carries
     every metric the searcher expects; `final` is 1 only on the trial's last report."""
 
-    def __init__(self, size: int, board: TrialBoard):
-        self.size, self.board = size, board
+    def __init__(self, size: int, cost: int, board: TrialBoard):
+        self.size, self.cost, self.board = size, cost, board
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         m = trainer.callback_metrics
@@ -42,12 +42,14 @@ class TuneReport(pl.Callback):
         # early-stopping rung that falls there must not discard it (search.tuner.DominatedAtRung).
         trained = trainer.current_epoch + 1 >= trainer.max_epochs
         acc, loss = float(m.get("val_acc", 0.0)), float(m.get("val_loss", float("nan")))
-        report(self.size, board=self.board, val_acc=acc, val_loss=loss, sparsity=sparsity, trained=int(trained))
+        report(self.size, self.cost, board=self.board, val_acc=acc, val_loss=loss, sparsity=sparsity, trained=int(trained))
 
 
-def report(size: int, *, board: TrialBoard | None = None, final: bool = False, infeasible: bool = False, **metrics: Any) -> None:
-    """One report to Tune, with the keys every report carries (remembered by `board`)."""
-    figures = {"size_bytes": size, "size_kib": size / 1024, "final": int(final), "infeasible": int(infeasible), **metrics}
+def report(size: int, cost: int, *, board: TrialBoard | None = None, final: bool = False, infeasible: bool = False, **metrics: Any) -> None:
+    """One report to Tune, with the keys every report carries (remembered by `board`): the
+    artifact's size, and `cost_bytes`, what the budget counts (search.space.cost_bytes)."""
+    figures = {"size_bytes": size, "size_kib": size / 1024, "cost_bytes": cost, "final": int(final), "infeasible": int(infeasible)}
+    figures |= metrics
     if board is not None:
         board.last = {k: v for k, v in figures.items() if k in ("val_acc", "val_loss", "size_kib", "folds") or k.startswith("new_speaker")}
     tune.report(figures)
@@ -80,23 +82,25 @@ def run_trial(
     data_dir: str,
     cache_dir: str | None,
     threads: int,
+    budget_on: str = "weights",
 ) -> None:
-    """Tune function trainable. A configuration over budget is reported and never trained."""
+    """Tune function trainable. A configuration over budget (`cost_bytes`) is reported and never trained."""
     quiet()
     start = time.time()
     cfg = to_config(base, params).replace(train={"threads": threads})
-    size = size_bytes(cfg)
+    size, cost = size_bytes(cfg), cost_bytes(cfg, budget_on)
     trial_id = tune.get_context().get_trial_id()
     out = trial_dir(run_dir, Path(tune.get_context().get_trial_dir()).name)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
-    if size > budget:
-        report(size, final=True, infeasible=True, trained=0, val_acc=0.0, val_loss=0.0, sparsity=0.0)
+    if cost > budget:
+        report(size, cost, final=True, infeasible=True, trained=0, val_acc=0.0, val_loss=0.0, sparsity=0.0)
         return
     torch.set_num_threads(threads)
     board = TrialBoard(out)
     try:
-        record = {"trial_id": trial_id, "trial_name": out.name, "params": params, "size_bytes": size, "quant": quant_label(cfg)}
+        record = {"trial_id": trial_id, "trial_name": out.name, "params": params, "size_bytes": size, "cost_bytes": cost}
+        record.update(budget_on=budget_on, quant=quant_label(cfg))
         if cfg.train.split == PROTOCOL_SPEAKERS:
             _speaker_trial(cfg, size, record, out, board, data_dir, cache_dir, start)
         else:
@@ -133,9 +137,20 @@ def _speaker_trial(
             )
             # Written before the final report: a trial that has record.json is finished, whatever Ray saved.
             (out / "record.json").write_text(json.dumps(record, indent=1))
-            board.hparams(record["params"], {"val_acc": table.pooled_acc, "size_kib": size / 1024, **_numbers(summary)})
+            figures = {"val_acc": table.pooled_acc, "size_kib": size / 1024, "cost_kib": record["cost_bytes"] / 1024}
+            board.hparams(record["params"], figures | _numbers(summary))
         acc, loss = table.pooled_acc, table.pooled_loss
-        report(size, board=board, final=final, trained=int(final), val_acc=acc, val_loss=loss, folds=done, **_numbers(summary))
+        report(
+            size,
+            record["cost_bytes"],
+            board=board,
+            final=final,
+            trained=int(final),
+            val_acc=acc,
+            val_loss=loss,
+            folds=done,
+            **_numbers(summary),
+        )
 
     run_folds(cfg, data_dir, cache_dir, on_fold, callbacks=lambda fold: [EpochCurves(board, f"train/{fold.train.split[5:]}/")])
 
@@ -144,13 +159,15 @@ def _random_trial(
     cfg: Config, size: int, record: dict, out: Path, board: TrialBoard, data_dir: str, cache_dir: str | None, start: float
 ) -> None:
     dm = make_datamodule(cfg, data_dir, cache_dir)
-    net, val_acc, val_loss = train(cfg, dm, None, [EpochCurves(board), TuneReport(size, board)], cache_dir)
+    net, val_acc, val_loss = train(cfg, dm, None, [EpochCurves(board), TuneReport(size, record["cost_bytes"], board)], cache_dir)
     record.update(save(cfg, net, dm, out))
     record.update(val_acc=val_acc, val_loss=val_loss, trial_s=round(time.time() - start, 2))
     # Written before the final report: a trial that has record.json is finished, whatever Ray saved.
     (out / "record.json").write_text(json.dumps(record, indent=1))
-    board.hparams(record["params"], {"val_acc": val_acc, "val_loss": val_loss, "size_kib": size / 1024})
-    report(size, final=True, trained=1, val_acc=val_acc, val_loss=val_loss, sparsity=record["sparsity"])
+    board.hparams(
+        record["params"], {"val_acc": val_acc, "val_loss": val_loss, "size_kib": size / 1024, "cost_kib": record["cost_bytes"] / 1024}
+    )
+    report(size, record["cost_bytes"], final=True, trained=1, val_acc=val_acc, val_loss=val_loss, sparsity=record["sparsity"])
 
 
 def _numbers(d: dict[str, Any]) -> dict[str, float]:

@@ -66,7 +66,7 @@ class DominatedAtRung(tune.Stopper):
         it = result.get("training_iteration", 0)
         if result.get("final") or result.get("trained") or not self._is_rung(it):
             return False
-        size, acc = result["size_bytes"], result["val_acc"]
+        size, acc = result.get("cost_bytes", result["size_bytes"]), result["val_acc"]
         better = sum(1 for s, a in self.seen.get(it, []) if s <= size and a > acc)
         self.seen.setdefault(it, []).append((size, acc))
         if better >= self.k:
@@ -126,8 +126,8 @@ class Progress(tune.Callback):
         line += f"; {c['running']} running"
         feasible = [t for t in trials if (t.last_result or {}).get("final") and not t.last_result.get("infeasible")]
         if feasible:
-            best = max(feasible, key=lambda t: (t.last_result["val_acc"], -t.last_result["size_bytes"]))
-            kib = best.last_result["size_bytes"] / 1024
+            best = max(feasible, key=lambda t: (t.last_result["val_acc"], -t.last_result["cost_bytes"]))
+            kib = best.last_result["cost_bytes"] / 1024
             line += (
                 f" | best {self.metric} {best.last_result['val_acc']:.4f} at {kib:.1f} KiB ({trial_name(best.experiment_tag, best.config)})"
             )
@@ -170,6 +170,7 @@ def make_trainable(run_dir: Path, settings: dict[str, Any], trial_fn: Callable =
         data_dir=settings["data_dir"],
         cache_dir=settings["cache_dir"],
         threads=cpus,
+        budget_on=settings.get("budget_on", "weights"),
     )
     return tune.with_resources(fn, {"cpu": cpus})
 
@@ -196,8 +197,8 @@ def ray_callbacks(settings: dict[str, Any], stopper: DominatedAtRung | None) -> 
 def make_tuner(run_dir: Path, settings: dict[str, Any], verbose: bool, trial_fn: Callable = run_trial) -> tune.Tuner:
     sc = search_config(settings)
     seed = sc.base.train.seed
-    space = functools.partial(define, sc=sc, budget=settings["budget_bytes"])
-    metric, mode = ["val_acc", "size_bytes"], ["max", "min"]
+    space = functools.partial(define, sc=sc, budget=settings["budget_bytes"], budget_on=settings.get("budget_on", "weights"))
+    metric, mode = ["val_acc", "cost_bytes"], ["max", "min"]
     stopper = make_stopper(settings)
     if settings.get("sampler", "tpe") == "random":
         # The baseline: uniform random points of the same space, every trial trained to the end.

@@ -423,11 +423,6 @@ def test_start_points_are_valid_configs(budget_kib) -> None:
         check_point(SEARCH, budget, trial.params, define(trial, SEARCH, budget))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="search.space.define: with base train.epochs 1 and pruning searched, a pruning step lands at epoch -1 "
-    "(load_search_config accepts the base; reported to the owner of search/space.py)",
-)
 def test_one_epoch_base_with_pruning_builds_valid_configs() -> None:
     sc = SearchConfig(SEARCH.base.replace(train={"epochs": 1}), SEARCH.space)
     point = {"quant": "fp32", "n_mfcc": 13, "hop_length": 200, "lr": 5e-3, "prune": True, "sparsity": 0.5}
