@@ -4,7 +4,7 @@ Weights are exact (search.size.size_bytes), tables exact (frontend.FrontEnd.tabl
 a linear model of the compile-time options, and the stack the call graph of templates/kws.c
 (entry + the deeper of: MFCC stage -> mel stage -> FFT, LSTM step -> matvec) with each frame
 linear in its own sizes. Both calibrated on real Cortex-M4 links (arm-none-eabi-gcc 12.2 -Os,
-newlib 4.3): `python -m search.deploy.calibrate` re-measures them and prints these constants.
+newlib 3.3, Debian 12): `python -m search.deploy.calibrate` re-measures them and prints these constants.
 Pure arithmetic (microseconds; no compiler needed).
 """
 

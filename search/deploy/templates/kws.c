@@ -9,6 +9,8 @@
 #include "kws.h"
 #include "kws_model.h"
 
+#include <math.h> /* sqrtf: the FPU instruction with -fno-math-errno */
+
 #include "dsp/transform_functions.h"
 #include "arm_common_tables.h"
 
