@@ -171,6 +171,28 @@ def _copy_artifact(rank: int, r: dict[str, Any], src: Path, art_dir: Path) -> Pa
     return artifact
 
 
+def on_chip(artifact: Path, cfg: Config) -> dict[str, Any]:
+    """The member's C library on a Cortex-M4 (search.deploy): flash (weights, tables, code) and
+    RAM (static, stack) measured from a real link when arm-none-eabi-gcc is installed; otherwise
+    the calibrated prediction, and `flash_measured` false. None where it cannot deploy (e.g. an
+    FFT length that is not a power of two), with the reason in `flash_note`."""
+    from search.deploy import DeployError, measure, predict_flash
+
+    keys = ("flash_bytes", "ram_bytes", "weights_bytes", "tables_bytes", "code_bytes", "static_bytes", "stack_bytes")
+    out: dict[str, Any] = {"flash_measured": False, "flash_note": ""}
+    try:
+        report = measure(artifact)
+        out["flash_measured"] = True
+    except DeployError as e:
+        out["flash_note"] = str(e)
+        try:
+            report = predict_flash(cfg)
+        except DeployError:
+            return out | dict.fromkeys(keys)
+    d = report.to_dict()
+    return out | {k: d[k] for k in keys}
+
+
 def _common(rank: int, r: dict[str, Any], cfg: Config, artifact: Path, run_dir: Path, check: dict[str, Any]) -> dict[str, Any]:
     return {
         "rank": rank,
@@ -188,6 +210,7 @@ def _common(rank: int, r: dict[str, Any], cfg: Config, artifact: Path, run_dir: 
         "verify_agree": check["agree"],
         "artifact": str(artifact.relative_to(run_dir)),
         "sha256": _sha256(artifact),
+        **on_chip(artifact, cfg),
     }
 
 
@@ -344,7 +367,12 @@ def plot_confusions(path: Path, member: dict[str, Any]) -> None:
     plt.close(fig)
 
 
+def _kib(n: int | None) -> str:
+    return "-" if n is None else f"{n / KIB:.2f}"
+
+
 def print_summary(summary: dict[str, Any], run_dir: Path) -> None:
+    """The front as a table (KiB of weights, KiB of the Cortex-M4 library), then the winner."""
     rows = summary["front"]
     speakers = summary.get("protocol") == PROTOCOL_SPEAKERS
     print(f"\nPareto front of {summary['name']} ({len(rows)} of {summary['trials_finished']} finished trials):")
@@ -360,10 +388,11 @@ def print_summary(summary: dict[str, Any], run_dir: Path) -> None:
                 f"{r['quant']} h{r['hidden_size']} mfcc{r['n_mfcc']} cmvn {r['cmvn']} (worst: {r['worst_speaker']})"
             )
     else:
-        print(f"  {'KiB':>8} {'val':>7} {'test':>7} {'verify':>7}  model")
+        print(f"  {'KiB':>8} {'flash':>7} {'val':>7} {'test':>7} {'verify':>7}  model")
         for r in rows:
             print(
-                f"  {r['size_kib']:8.2f} {r['val_acc']:7.4f} {r['test_acc']:7.4f} {r['verify_test_acc']:7.4f}  "
+                f"  {r['size_kib']:8.2f} {_kib(r.get('flash_bytes')):>7} {r['val_acc']:7.4f} {r['test_acc']:7.4f} "
+                f"{r['verify_test_acc']:7.4f}  "
                 f"{r['quant']} h{r['hidden_size']} mfcc{r['n_mfcc']} sparsity {r['sparsity']:.0%}"
             )
     w = summary["winner"]
