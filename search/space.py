@@ -111,7 +111,7 @@ def check_against_base(sc: SearchConfig) -> None:
             for n_fft in s.n_fft or (f.n_fft,):
                 for cmvn in s.cmvn or (f.cmvn,):
                     try:
-                        sc.base.replace(features={"n_mfcc": n, "hop_length": hop, "n_fft": n_fft, "cmvn": cmvn})
+                        sc.base.replace(features=front_end(sc.base, {"n_mfcc": n, "hop_length": hop, "n_fft": n_fft, "cmvn": cmvn}))
                     except ConfigError as e:
                         raise ConfigError(
                             f"space.n_mfcc/hop_length/n_fft/cmvn: {n}/{hop}/{n_fft}/{cmvn} with the base features: {e}"
@@ -147,6 +147,16 @@ def prune_schedule(sparsity: float, start: int, end: int, steps: int) -> list[li
     return [[e, rate] for e in epochs]
 
 
+def front_end(base: Config, p: dict[str, Any]) -> dict[str, Any]:
+    """The feature fields a point of the space sets (n_mfcc, hop_length, and n_fft and cmvn where
+    the space offers them). An FFT shorter than the base's window gets a window as long as itself."""
+    features = {"n_mfcc": p["n_mfcc"], "hop_length": p["hop_length"], **{k: p[k] for k in ("n_fft", "cmvn") if k in p}}
+    n_fft = features.get("n_fft", base.features.n_fft)
+    if base.features.win_length is not None and base.features.win_length > n_fft:
+        features["win_length"] = None
+    return features
+
+
 def to_config(base: Config, p: dict[str, Any]) -> Config:
     """The run Config of one point of the space (a flat dict of sampled and derived values)."""
     quant: dict[str, Any] = {"mode": p["quant"]}
@@ -159,7 +169,7 @@ def to_config(base: Config, p: dict[str, Any]) -> Config:
     schedule = prune_schedule(p["sparsity"], p["prune_start"], p["prune_end"], p["prune_steps"]) if p.get("prune") else []
     return base.replace(
         model={"hidden_size": p["hidden_size"]},
-        features={"n_mfcc": p["n_mfcc"], "hop_length": p["hop_length"], **{k: p[k] for k in ("n_fft", "cmvn") if k in p}},
+        features=front_end(base, p),
         train=train,
         prune={"schedule": schedule},
         quant=quant,
