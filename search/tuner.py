@@ -141,8 +141,10 @@ class Progress(tune.Callback):
             width = shutil.get_terminal_size((120, 20)).columns
             print("\r" + line[: width - 1].ljust(width - 1), end="", flush=True)
         elif line.split(" | ")[0] != self._last_line.split(" | ")[0] or now - self._last_print > self.every_s:
+            # Not a terminal (a log file): a line when the counts change, else every `every_s`.
             print(line, flush=True)
-        self._last_line, self._last_print = line, now if line != self._last_line else self._last_print
+            self._last_print = now
+        self._last_line = line
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         if self.tty:

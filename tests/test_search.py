@@ -296,3 +296,25 @@ def test_trial_counts_tell_stopped_early_from_interrupted():
     ]
     c = trial_counts(trials, stopped_early={"dom"})
     assert c == {"finished": 1, "infeasible": 1, "stopped_early": 1, "interrupted": 2, "failed": 1, "running": 1, "pending": 0}
+
+
+def test_progress_line_in_a_log_file_when_counts_change_and_every_so_often(capsys, monkeypatch):
+    from types import SimpleNamespace
+
+    from search.tuner import Progress
+
+    clock = [1000.0]
+    monkeypatch.setattr("search.tuner.time.time", lambda: clock[0])
+    p = Progress(trials=4, time_budget_s=600, every_s=30)
+    p.tty = False
+    running = [SimpleNamespace(trial_id="a", status="RUNNING", last_result={}, experiment_tag="1_x", config={})]
+    for _ in range(5):  # the time left changes each second; the counts do not: one line
+        p.on_step_end(0, running)
+        clock[0] += 1
+    assert len(capsys.readouterr().out.splitlines()) == 1
+    clock[0] += 31  # then one every 30 s
+    p.on_step_end(0, running)
+    assert len(capsys.readouterr().out.splitlines()) == 1
+    done = [SimpleNamespace(trial_id="a", status="TERMINATED", last_result={"final": 1, "infeasible": 1}, experiment_tag="1_x", config={})]
+    p.on_step_end(0, done)  # the counts changed: at once
+    assert "1 infeasible" in capsys.readouterr().out
