@@ -90,6 +90,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="weights",
         help="weights: the artifact's payload (default); flash: the whole C library on a Cortex-M4 (weights, tables, code)",
     )
+    p.add_argument(
+        "--ram-kb",
+        type=finite_positive_kib,
+        help="also bound the C library's RAM on a Cortex-M4 (static + stack, predicted by search.deploy), in KiB",
+    )
     # The default space ships inside the package (configs/search.yaml links to it), so the
     # command works from any directory and from a wheel.
     p.add_argument(
@@ -184,6 +189,7 @@ def prepare(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
         "budget_bytes": budget,
         "budget_kb": args.budget_kb,
         "budget_on": args.budget_on,
+        "ram_budget_bytes": int(args.ram_kb * KIB) if args.ram_kb else None,
         "trials": args.trials,
         "time_budget_s": args.time_budget,
         "cpus_per_trial": args.cpus_per_trial,

@@ -29,6 +29,7 @@ class Space:
     n_mfcc: tuple[int, ...] = (8, 10, 13, 16)
     hop_length: tuple[int, ...] = (160, 200, 240)
     n_fft: tuple[int, ...] = ()  # FFT lengths to choose from (empty: the base's); the C library needs powers of two
+    n_mels: tuple[int, ...] = ()  # mel bands to choose from (empty: the base's); fewer bands, smaller tables on the chip
     cmvn: tuple[str, ...] = ()  # per-utterance CMVN kinds to choose from (empty: the base's)
     lr: tuple[float, float] = (2e-3, 2e-2)  # log-uniform
     quant_modes: tuple[str, ...] = ("fp32", "ptq_int8", "qat")
@@ -71,7 +72,7 @@ def _field_value(value: Any, f: dataclasses.Field, where: str) -> Any:
     many = typing.get_origin(tp) is tuple
     item = typing.get_args(tp)[0] if many else tp
     values = value if many else [value]
-    if many and (not isinstance(value, list) or (not value and f.name not in ("n_fft", "cmvn"))):
+    if many and (not isinstance(value, list) or (not value and f.name not in ("n_fft", "n_mels", "cmvn"))):
         raise ConfigError(f"{where}: expected a non-empty list")
     ok = {
         bool: lambda v: isinstance(v, bool),
@@ -109,13 +110,12 @@ def check_against_base(sc: SearchConfig) -> None:
     for n in s.n_mfcc:
         for hop in s.hop_length:
             for n_fft in s.n_fft or (f.n_fft,):
-                for cmvn in s.cmvn or (f.cmvn,):
+                for n_mels in s.n_mels or (f.n_mels,):
+                    point = {"n_mfcc": n, "hop_length": hop, "n_fft": n_fft, "n_mels": n_mels}
                     try:
-                        sc.base.replace(features=front_end(sc.base, {"n_mfcc": n, "hop_length": hop, "n_fft": n_fft, "cmvn": cmvn}))
+                        sc.base.replace(features=front_end(sc.base, point))
                     except ConfigError as e:
-                        raise ConfigError(
-                            f"space.n_mfcc/hop_length/n_fft/cmvn: {n}/{hop}/{n_fft}/{cmvn} with the base features: {e}"
-                        ) from None
+                        raise ConfigError(f"space.n_mfcc/hop_length/n_fft/n_mels: {point} with the base features: {e}") from None
 
 
 def load_search_config(path: str | Path) -> SearchConfig:
@@ -150,7 +150,7 @@ def prune_schedule(sparsity: float, start: int, end: int, steps: int) -> list[li
 def front_end(base: Config, p: dict[str, Any]) -> dict[str, Any]:
     """The feature fields a point of the space sets (n_mfcc, hop_length, and n_fft and cmvn where
     the space offers them). An FFT shorter than the base's window gets a window as long as itself."""
-    features = {"n_mfcc": p["n_mfcc"], "hop_length": p["hop_length"], **{k: p[k] for k in ("n_fft", "cmvn") if k in p}}
+    features = {"n_mfcc": p["n_mfcc"], "hop_length": p["hop_length"], **{k: p[k] for k in ("n_fft", "n_mels", "cmvn") if k in p}}
     n_fft = features.get("n_fft", base.features.n_fft)
     if base.features.win_length is not None and base.features.win_length > n_fft:
         features["win_length"] = None
@@ -179,20 +179,49 @@ def to_config(base: Config, p: dict[str, Any]) -> Config:
 BUDGET_ON = ("weights", "flash")
 
 
-def cost_bytes(cfg: Config, budget_on: str = "weights") -> int:
-    """What the budget counts: the artifact's payload (`weights`, search.size.size_bytes), or the
-    whole C library on a Cortex-M4 (`flash`: weights, front-end tables and code, as predicted
-    before training by search.deploy.predict_flash, calibrated on real links)."""
-    if budget_on == "flash":
+@dataclass(frozen=True)
+class Budget:
+    """What every model of a search must fit. `on` says what `bytes` counts: the artifact's payload
+    (`weights`, search.size.size_bytes), or the whole C library on a Cortex-M4 (`flash`: weights,
+    front-end tables and code, as search.deploy.predict_flash predicts it before training,
+    calibrated on real links). `ram_bytes`, if set, bounds the library's RAM (static + stack)
+    as predicted the same way."""
+
+    bytes: int
+    on: str = "weights"
+    ram_bytes: int | None = None
+
+    def cost(self, cfg: Config) -> int:
+        """The bytes `cfg` spends of the budget (`cost_bytes` in reports and records)."""
+        if self.on == "flash":
+            from search.deploy import predict_flash
+
+            return predict_flash(cfg).flash_bytes
+        return size_bytes(cfg)
+
+    def ram(self, cfg: Config) -> int | None:
+        """Predicted RAM of `cfg`'s C library, when the budget bounds RAM (else None, not computed)."""
+        if self.ram_bytes is None:
+            return None
         from search.deploy import predict_flash
 
-        return predict_flash(cfg).flash_bytes
-    return size_bytes(cfg)
+        return predict_flash(cfg).ram_bytes
+
+    def over(self, cfg: Config) -> int:
+        """How far `cfg` is over the budget in bytes (<= 0: it fits), RAM included."""
+        over = self.cost(cfg) - self.bytes
+        ram = self.ram(cfg)
+        return max(over, ram - self.ram_bytes) if ram is not None else over
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
-def define(trial: optuna.Trial, sc: SearchConfig, budget: int, budget_on: str = "weights") -> dict[str, Any]:
-    """Optuna define-by-run space. Returns the derived values (hidden size, epochs, size, cost)."""
+def define(trial: optuna.Trial, sc: SearchConfig, budget: Budget | int) -> dict[str, Any]:
+    """Optuna define-by-run space. Returns the derived values (hidden size, epochs, size, cost).
+    A plain int budget counts the artifact's payload bytes."""
     s, base = sc.space, sc.base
+    budget = budget if isinstance(budget, Budget) else Budget(budget)
     p: dict[str, Any] = {"quant": trial.suggest_categorical("quant", list(s.quant_modes))}
     if p["quant"] == "qat":
         p["bits"] = trial.suggest_int("bits", s.qat_bits[0], s.qat_bits[-1])
@@ -201,7 +230,7 @@ def define(trial: optuna.Trial, sc: SearchConfig, budget: int, budget_on: str = 
         p["warm_start"] = trial.suggest_categorical("warm_start", list(s.qat_warm_start))
     p["n_mfcc"] = trial.suggest_categorical("n_mfcc", list(s.n_mfcc))
     p["hop_length"] = trial.suggest_categorical("hop_length", list(s.hop_length))
-    for name in ("n_fft", "cmvn"):  # searched only when the space offers a choice
+    for name in ("n_fft", "n_mels", "cmvn"):  # searched only when the space offers a choice
         options = list(getattr(s, name))
         if len(options) > 1:
             p[name] = trial.suggest_categorical(name, options)
@@ -223,15 +252,14 @@ def define(trial: optuna.Trial, sc: SearchConfig, budget: int, budget_on: str = 
         derived["prune_steps"] = trial.suggest_int("prune_steps", 1, s.prune_max_steps)
     p.update(derived)
 
-    def cost_at(h: int) -> int:
-        return cost_bytes(to_config(base, {**p, "hidden_size": h}), budget_on)
+    def at(h: int) -> Config:
+        return to_config(base, {**p, "hidden_size": h})
 
-    fitting = [h for h in sorted(s.hidden_sizes) if cost_at(h) <= budget]
+    fitting = [h for h in sorted(s.hidden_sizes) if budget.over(at(h)) <= 0]
     frac = trial.suggest_float("size_frac", 0.0, 1.0)
     h = fitting[min(int(frac * len(fitting)), len(fitting) - 1)] if fitting else min(s.hidden_sizes)
-    cost = cost_at(h)
-    trial.set_constraint("size_over_budget", cost - budget)
-    derived.update(hidden_size=h, size_bytes=size_bytes(to_config(base, {**p, "hidden_size": h})), cost_bytes=cost, feasible=bool(fitting))
+    trial.set_constraint("size_over_budget", budget.over(at(h)))
+    derived.update(hidden_size=h, size_bytes=size_bytes(at(h)), cost_bytes=budget.cost(at(h)), feasible=bool(fitting))
     return derived
 
 
@@ -248,7 +276,7 @@ def start_points(sc: SearchConfig) -> list[dict[str, Any]]:
     common = {
         "n_mfcc": pick(s.n_mfcc, base.features.n_mfcc),
         "hop_length": pick(s.hop_length, base.features.hop_length),
-        **{name: pick(getattr(s, name), getattr(base.features, name)) for name in ("n_fft", "cmvn") if getattr(s, name)},
+        **{name: pick(getattr(s, name), getattr(base.features, name)) for name in ("n_fft", "n_mels", "cmvn") if getattr(s, name)},
         "lr": min(max(base.train.lr, s.lr[0]), s.lr[-1]),
         "size_frac": 1.0,
         **({"prune": False} if s.prune else {}),
@@ -268,7 +296,7 @@ def start_points(sc: SearchConfig) -> list[dict[str, Any]]:
 
 
 def smallest_size(sc: SearchConfig, budget_on: str = "weights") -> int:
-    """Cost (`cost_bytes`) of the smallest model the space can express (fails fast on an impossible budget)."""
+    """Cost (Budget.cost) of the smallest model the space can express (fails fast on an impossible budget)."""
     s, best = sc.space, math.inf
     for mode in s.quant_modes:
         p: dict[str, Any] = {"quant": mode, "lr": s.lr[0], "n_mfcc": min(s.n_mfcc), "hop_length": s.hop_length[0]}
@@ -276,6 +304,8 @@ def smallest_size(sc: SearchConfig, budget_on: str = "weights") -> int:
         p.update(epochs=sc.base.train.epochs, hidden_size=min(s.hidden_sizes))
         if s.prune and sc.base.train.epochs >= 2:
             p.update(prune=True, sparsity=s.prune_sparsity[-1], prune_start=0, prune_end=0, prune_steps=1)
-        for n_fft in s.n_fft or (sc.base.features.n_fft,):  # the FFT length changes the flash (tables)
-            best = min(best, cost_bytes(to_config(sc.base, {**p, "n_fft": n_fft}), budget_on))
+        for n_fft in s.n_fft or (sc.base.features.n_fft,):  # the front end changes the flash (tables)
+            for n_mels in s.n_mels or (sc.base.features.n_mels,):
+                cfg = to_config(sc.base, {**p, "n_fft": n_fft, "n_mels": n_mels})
+                best = min(best, Budget(0, budget_on).cost(cfg))
     return int(best)

@@ -22,7 +22,7 @@ from search.board import EpochCurves, TrialBoard
 from search.config import Config
 from search.prune import measured_sparsity
 from search.size import size_bytes
-from search.space import cost_bytes, to_config
+from search.space import Budget, to_config
 from search.speakers import SpeakerTable, fold_configs, run_folds
 from search.train import make_datamodule, quant_label, quiet, save, train
 
@@ -47,7 +47,7 @@ class TuneReport(pl.Callback):
 
 def report(size: int, cost: int, *, board: TrialBoard | None = None, final: bool = False, infeasible: bool = False, **metrics: Any) -> None:
     """One report to Tune, with the keys every report carries (remembered by `board`): the
-    artifact's size, and `cost_bytes`, what the budget counts (search.space.cost_bytes)."""
+    artifact's size, and `cost_bytes`, what the budget counts (search.space.Budget.cost)."""
     figures = {"size_bytes": size, "size_kib": size / 1024, "cost_bytes": cost, "final": int(final), "infeasible": int(infeasible)}
     figures |= metrics
     if board is not None:
@@ -77,30 +77,29 @@ def run_trial(
     params: dict[str, Any],
     *,
     base: Config,
-    budget: int,
+    budget: Budget,
     run_dir: str,
     data_dir: str,
     cache_dir: str | None,
     threads: int,
-    budget_on: str = "weights",
 ) -> None:
-    """Tune function trainable. A configuration over budget (`cost_bytes`) is reported and never trained."""
+    """Tune function trainable. A configuration over budget (Budget.over) is reported and never trained."""
     quiet()
     start = time.time()
     cfg = to_config(base, params).replace(train={"threads": threads})
-    size, cost = size_bytes(cfg), cost_bytes(cfg, budget_on)
+    size, cost = size_bytes(cfg), budget.cost(cfg)
     trial_id = tune.get_context().get_trial_id()
     out = trial_dir(run_dir, Path(tune.get_context().get_trial_dir()).name)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
-    if cost > budget:
+    if budget.over(cfg) > 0:
         report(size, cost, final=True, infeasible=True, trained=0, val_acc=0.0, val_loss=0.0, sparsity=0.0)
         return
     torch.set_num_threads(threads)
     board = TrialBoard(out)
     try:
         record = {"trial_id": trial_id, "trial_name": out.name, "params": params, "size_bytes": size, "cost_bytes": cost}
-        record.update(budget_on=budget_on, quant=quant_label(cfg))
+        record.update(budget_on=budget.on, quant=quant_label(cfg))
         if cfg.train.split == PROTOCOL_SPEAKERS:
             _speaker_trial(cfg, size, record, out, board, data_dir, cache_dir, start)
         else:

@@ -24,7 +24,7 @@ from ray.tune.search.optuna import OptunaSearch
 from fsdd.splits import PROTOCOL_SPEAKERS
 from search.config import from_dict
 from search.run import SearchError
-from search.space import SearchConfig, define, space_from_dict, start_points
+from search.space import Budget, SearchConfig, define, space_from_dict, start_points
 from search.trainable import run_trial, trial_name
 
 
@@ -156,6 +156,10 @@ def search_config(settings: dict[str, Any]) -> SearchConfig:
     return SearchConfig(from_dict(settings["base"]), space_from_dict(settings["space"]))
 
 
+def budget_of(settings: dict[str, Any]) -> Budget:
+    return Budget(settings["budget_bytes"], settings.get("budget_on", "weights"), settings.get("ram_budget_bytes"))
+
+
 def is_speaker_protocol(settings: dict[str, Any]) -> bool:
     return settings["base"]["train"]["split"] == PROTOCOL_SPEAKERS
 
@@ -167,12 +171,11 @@ def make_trainable(run_dir: Path, settings: dict[str, Any], trial_fn: Callable =
     fn = tune.with_parameters(
         trial_fn,
         base=sc.base,
-        budget=settings["budget_bytes"],
+        budget=budget_of(settings),
         run_dir=str(run_dir),
         data_dir=settings["data_dir"],
         cache_dir=settings["cache_dir"],
         threads=cpus,
-        budget_on=settings.get("budget_on", "weights"),
     )
     return tune.with_resources(fn, {"cpu": cpus})
 
@@ -199,7 +202,7 @@ def ray_callbacks(settings: dict[str, Any], stopper: DominatedAtRung | None) -> 
 def make_tuner(run_dir: Path, settings: dict[str, Any], verbose: bool, trial_fn: Callable = run_trial) -> tune.Tuner:
     sc = search_config(settings)
     seed = sc.base.train.seed
-    space = functools.partial(define, sc=sc, budget=settings["budget_bytes"], budget_on=settings.get("budget_on", "weights"))
+    space = functools.partial(define, sc=sc, budget=budget_of(settings))
     metric, mode = ["val_acc", "cost_bytes"], ["max", "min"]
     stopper = make_stopper(settings)
     if settings.get("sampler", "tpe") == "random":

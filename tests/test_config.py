@@ -425,7 +425,7 @@ def test_start_points_are_valid_configs(budget_kib) -> None:
 
 def test_one_epoch_base_with_pruning_builds_valid_configs() -> None:
     sc = SearchConfig(SEARCH.base.replace(train={"epochs": 1}), SEARCH.space)
-    point = {"quant": "fp32", "n_mfcc": 13, "hop_length": 200, "n_fft": 512, "lr": 5e-3, "prune": True, "sparsity": 0.5}
+    point = {"quant": "fp32", "n_mfcc": 13, "hop_length": 200, "n_fft": 512, "n_mels": 40, "lr": 5e-3, "prune": True, "sparsity": 0.5}
     point |= {"prune_start": 0.0, "prune_span": 0.0, "prune_steps": 1, "size_frac": 0.0}
     trial = optuna.trial.FixedTrial(point)
     check_point(sc, 36 * 1024, trial.params, define(trial, sc, 36 * 1024))

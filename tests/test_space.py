@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import optuna
 import pytest
@@ -166,3 +167,26 @@ def test_dominated_trials_stop_at_rungs_only():
     assert not stop("e", r(2, 50, 0.1))  # smaller than all: never dominated
     assert not stop("f", r(2, 150, 0.5, final=1))  # a finished trial is never stopped
     assert stop.first_rung * 3 == 6 and not stop("g", r(6, 150, 0.5))  # rung 6 has no record yet
+
+
+def test_a_flash_and_ram_budget_holds_for_every_proposal() -> None:
+    from search.deploy import predict_flash
+    from search.space import Budget, load_search_config
+
+    sc = load_search_config(Path(__file__).parents[1] / "configs" / "search.yaml")
+    budget = Budget(8 * 1024, "flash", 2 * 1024)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(1))
+    feasible = 0
+    for _ in range(60):
+        trial = study.ask()
+        derived = define(trial, sc, budget)
+        cfg = to_config(sc.base, {**trial.params, **derived})
+        report = predict_flash(cfg)
+        assert derived["cost_bytes"] == report.flash_bytes
+        if derived["feasible"]:
+            feasible += 1
+            assert report.flash_bytes <= 8 * 1024 and report.ram_bytes <= 2 * 1024, trial.params
+        else:
+            assert trial.user_attrs == {} and budget.over(cfg) > 0
+        study.tell(trial, [0.5, derived["cost_bytes"]])
+    assert feasible >= 5
