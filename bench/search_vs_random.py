@@ -82,8 +82,9 @@ def main() -> int:
             for sampler in ("tpe", "random"):
                 name = f"{sampler}-{budget_kb:g}"
                 # The random split: its targets are validation accuracies (the speaker protocol's folds are slower and lower).
-                argv = ["--budget-kb", str(budget_kb), "--sampler", sampler, "--trials", "10000", "--time-budget", f"{seconds}s", "--split", "random",
-                        "--data-dir", data_dir, "--out", tmp, "--name", name, "--cache-dir", str(Path(tmp) / f"cache-{name}")]  # fmt: skip
+                argv = ["--budget-kb", str(budget_kb), "--sampler", sampler, "--trials", "10000", "--time-budget", f"{seconds}s",
+                        "--split", "random", "--data-dir", data_dir, "--out", tmp, "--name", name,
+                        "--cache-dir", str(Path(tmp) / f"cache-{name}")]  # fmt: skip
                 with contextlib.redirect_stdout(io.StringIO()):
                     run_main(argv)
                 case[sampler] = figures(curve(Path(tmp) / name), target, seconds)
