@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
@@ -20,3 +22,9 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json(path: str | Path, obj: Any, indent: int | None = 1) -> None:
+    """`obj` as JSON, written atomically (a record half-written by a killed process would be unreadable)."""
+    text = json.dumps(obj, indent=indent)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))

@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from fsdd.errors import DataError
+from fsdd.files import atomic_write, write_json
 from fsdd.splits import PROTOCOL_SPEAKERS
-from search.config import Config, from_dict
+from search.artifact import ArtifactError
+from search.config import Config, ConfigError, from_dict
 from search.selection import cost, pareto_front, record_key
 from search.size import KIB
 
@@ -39,10 +41,18 @@ STUDY_POINTS = [
 
 
 def finished_records(run_dir: Path) -> list[dict[str, Any]]:
-    """Records of trials that trained to the end (each wrote trials/NAME/record.json)."""
+    """Records of trials that trained to the end (each wrote trials/NAME/record.json and its
+    config.json). One that cannot be read is left out with a one-line warning, not the run."""
     out = []
     for f in sorted((run_dir / "trials").glob("*/record.json")):
-        r = json.loads(f.read_text())
+        try:
+            r = json.loads(f.read_text())
+            from_dict(json.loads((f.parent / "config.json").read_text()))
+            if not isinstance(r, dict) or not {"val_acc", "size_bytes", "quant", "hidden_size"} <= set(r):
+                raise ValueError("not a trial record")
+        except (OSError, ValueError) as e:  # JSONDecodeError and ConfigError are ValueErrors
+            print(f"warning: {f.parent.name}: its record cannot be used ({str(e).splitlines()[0]}); left out", file=sys.stderr)
+            continue
         r["trial_dir"] = str(f.parent)
         out.append(r)
     return out
@@ -91,7 +101,7 @@ def refit(trial_dir: str, out_dir: str, data_dir: str, cache_dir: str | None, es
     record["test_acc"] = test(cfg, net, dm, out)
     # The numpy reference, from the artifact and the wavs alone: here, in parallel with the other refits.
     record["verify"] = verify(out / "model.safetensors", data_dir)
-    done.write_text(json.dumps(record, indent=1))
+    write_json(done, record)
     return record
 
 
@@ -121,7 +131,13 @@ def export(
     settings_file = run_dir / "search.json"
     if not settings_file.is_file():
         raise DataError(f"{run_dir} is not a search run (no search.json)")
-    settings = json.loads(settings_file.read_text())
+    try:
+        settings = json.loads(settings_file.read_text())
+        missing = {"name", "budget_bytes", "base", "data_dir", "cache_dir"} - set(settings)
+    except (ValueError, TypeError) as e:
+        raise DataError(f"{settings_file}: not a readable search settings file ({str(e).splitlines()[0]})") from None
+    if missing:
+        raise DataError(f"{settings_file}: not a search settings file (lacks {', '.join(sorted(missing))})")
     budget = settings["budget_bytes"]
     data_dir = str(data_dir or settings["data_dir"])
     cache_dir = cache_dir or settings["cache_dir"]
@@ -150,13 +166,17 @@ def export(
         "front": rows,
         "winner": winner,
     }
-    (run_dir / "pareto.json").write_text(json.dumps(summary, indent=1))
-    with open(run_dir / "pareto.csv", "w", newline="") as f:
-        fields = [k for k in (rows[0] if rows else {"rank": 0}) if k not in ("config", "folds")] + ["config"]
-        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-        w.writeheader()
-        for row in rows:
-            w.writerow({**row, "config": json.dumps(row["config"], sort_keys=True)})
+    write_json(run_dir / "pareto.json", summary)
+
+    def write_csv(tmp: str) -> None:
+        with open(tmp, "w", newline="") as f:
+            fields = [k for k in (rows[0] if rows else {"rank": 0}) if k not in ("config", "folds")] + ["config"]
+            w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+            w.writeheader()
+            for row in rows:
+                w.writerow({**row, "config": json.dumps(row["config"], sort_keys=True)})
+
+    atomic_write(run_dir / "pareto.csv", write_csv)
     plot(run_dir / "pareto.png", all_points(run_dir), rows, budget, speakers, settings.get("budget_on", "weights"))
     if speakers and winner is not None:
         plot_confusions(run_dir / "confusion.png", winner)
@@ -436,7 +456,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         summary = export(args.run_dir, args.data_dir, args.cache_dir)
-    except DataError as e:
+    except (DataError, ArtifactError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print_summary(summary, Path(args.run_dir))

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 from fsdd.datamodule import Augment, FSDDDataModule
 from fsdd.download import default_cache_dir, resolve_data_dir
 from fsdd.errors import DataError
-from fsdd.files import atomic_write
+from fsdd.files import atomic_write, write_json
 from fsdd.splits import PROTOCOL_SPEAKERS
 from search import artifact
 from search.config import Config, ConfigError, QuantConfig, load_config
@@ -296,7 +296,7 @@ def test(cfg: Config, net: LSTMClassifier, dm: FSDDDataModule, out_dir: str | Pa
     z, labels = logits(deployed(cfg, net), dm, part, eval_batch(cfg))
     preds = z.argmax(1)
     names = [dm.names[i] for i in (dm.split.test if part == "test" else dm.split.train)]
-    (Path(out_dir) / "predictions.json").write_text(json.dumps(dict(zip(names, preds.tolist(), strict=True))))
+    write_json(Path(out_dir) / "predictions.json", dict(zip(names, preds.tolist(), strict=True)), indent=None)
     return (preds == labels).sum().item() / len(labels) if part == "test" else None
 
 
@@ -316,7 +316,7 @@ def run(
     record = save(cfg, net, dm, out_dir)
     result = {"val_acc": val_acc, "val_loss": val_loss, "test_acc": test(cfg, net, dm, out_dir), **record}
     result["wall_s"] = round(time.time() - start, 1)
-    (out_dir / "result.json").write_text(json.dumps(result, indent=2))
+    write_json(out_dir / "result.json", result, indent=2)
     return result
 
 
@@ -337,7 +337,7 @@ def run_speakers(cfg: Config, data_dir: str | Path, out_dir: str | Path, cache_d
         "folds": [f.to_dict() for f in table.folds],
         "wall_s": round(time.time() - start, 1),
     }
-    (out_dir / "result.json").write_text(json.dumps(result, indent=2))
+    write_json(out_dir / "result.json", result, indent=2)
     return result, table
 
 

@@ -8,7 +8,6 @@ the folds done. Random protocol (the manual study's): one training run, reported
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import pytorch_lightning as pl
 import torch
 from ray import tune
 
+from fsdd.files import write_json
 from fsdd.splits import PROTOCOL_SPEAKERS
 from search.board import EpochCurves, TrialBoard
 from search.config import Config
@@ -91,7 +91,7 @@ def run_trial(
     trial_id = tune.get_context().get_trial_id()
     out = trial_dir(run_dir, Path(tune.get_context().get_trial_dir()).name)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+    write_json(out / "config.json", cfg.to_dict())
     if budget.over(cfg) > 0:
         report(size, cost, final=True, infeasible=True, trained=0, val_acc=0.0, val_loss=0.0, sparsity=0.0)
         return
@@ -135,7 +135,7 @@ def _speaker_trial(
                 trial_s=round(time.time() - start, 2),
             )
             # Written before the final report: a trial that has record.json is finished, whatever Ray saved.
-            (out / "record.json").write_text(json.dumps(record, indent=1))
+            write_json(out / "record.json", record)
             figures = {"val_acc": table.pooled_acc, "size_kib": size / 1024, "cost_kib": record["cost_bytes"] / 1024}
             board.hparams(record["params"], figures | _numbers(summary))
         acc, loss = table.pooled_acc, table.pooled_loss
@@ -162,7 +162,7 @@ def _random_trial(
     record.update(save(cfg, net, dm, out))
     record.update(val_acc=val_acc, val_loss=val_loss, trial_s=round(time.time() - start, 2))
     # Written before the final report: a trial that has record.json is finished, whatever Ray saved.
-    (out / "record.json").write_text(json.dumps(record, indent=1))
+    write_json(out / "record.json", record)
     board.hparams(
         record["params"], {"val_acc": val_acc, "val_loss": val_loss, "size_kib": size / 1024, "cost_kib": record["cost_bytes"] / 1024}
     )

@@ -21,6 +21,7 @@ from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.search.optuna import OptunaSearch
 
+from fsdd.files import write_json
 from fsdd.splits import PROTOCOL_SPEAKERS
 from search.config import from_dict
 from search.run import SearchError
@@ -295,7 +296,6 @@ def init_ray(args: argparse.Namespace, settings: dict[str, Any]) -> None:
 
 
 def run_search(run_dir: Path, settings: dict[str, Any], args: argparse.Namespace, trial_fn: Callable = run_trial) -> int:
-    import json
 
     from search.export import export, print_summary
 
@@ -322,7 +322,7 @@ def run_search(run_dir: Path, settings: dict[str, Any], args: argparse.Namespace
             )
         fresh = not run_dir.exists()
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "search.json").write_text(json.dumps(settings, indent=1))
+        write_json(run_dir / "search.json", settings)
         protocol = (
             "speaker protocol (leave-one-speaker-out folds)"
             if is_speaker_protocol(settings)

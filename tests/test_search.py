@@ -318,3 +318,33 @@ def test_progress_line_in_a_log_file_when_counts_change_and_every_so_often(capsy
     done = [SimpleNamespace(trial_id="a", status="TERMINATED", last_result={"final": 1, "infeasible": 1}, experiment_tag="1_x", config={})]
     p.on_step_end(0, done)  # the counts changed: at once
     assert "1 infeasible" in capsys.readouterr().out
+
+
+def test_export_bad_run_folders_one_line(tmp_path, capsys):
+    from search.export import main as export_main
+
+    cases = {"empty": None, "garbage": "{not json", "list": "[1, 2]", "partial": json.dumps({"name": "x"})}
+    for name, text in cases.items():
+        d = tmp_path / name
+        d.mkdir()
+        if text is not None:
+            (d / "search.json").write_text(text)
+        assert export_main([str(d)]) == 2, name
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1, (name, err)
+
+
+def test_an_unreadable_trial_record_is_left_out_with_a_warning(tmp_path, capsys):
+    from search.config import Config
+    from search.export import finished_records
+
+    good, cut = tmp_path / "trials" / "0001-fp32-h4", tmp_path / "trials" / "0002-fp32-h8"
+    for d in (good, cut):
+        d.mkdir(parents=True)
+        (d / "config.json").write_text(json.dumps(Config().to_dict()))
+    (good / "record.json").write_text(json.dumps({"val_acc": 0.5, "size_bytes": 100, "quant": "fp32", "hidden_size": 4}))
+    (cut / "record.json").write_text('{"val_acc": 0.5, "size_b')  # a process killed mid-write (before writes were atomic)
+    records = finished_records(tmp_path)
+    assert [r["trial_dir"] for r in records] == [str(good)]
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "0002-fp32-h8" in err and "left out" in err
