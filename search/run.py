@@ -162,7 +162,13 @@ def prepare(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
         run_dir = out / args.name
         if not (run_dir / "search.json").is_file():
             raise SearchError(f"no run named {args.name!r} in {out} to resume")
-        settings = json.loads((run_dir / "search.json").read_text())
+        try:
+            settings = json.loads((run_dir / "search.json").read_text())
+            missing = {"name", "budget_bytes", "base", "space", "trials", "time_budget_s", "cpus_per_trial", "data_dir"} - set(settings)
+        except (ValueError, TypeError, OSError):
+            raise SearchError(f"{run_dir / 'search.json'} cannot be read: the run cannot be resumed; start a new one") from None
+        if missing:
+            raise SearchError(f"{run_dir / 'search.json'} lacks {', '.join(sorted(missing))}: the run cannot be resumed; start a new one")
         return run_dir, settings
     if args.budget_kb is None:
         raise SearchError("--budget-kb is required, e.g. --budget-kb 36")

@@ -348,3 +348,78 @@ def test_an_unreadable_trial_record_is_left_out_with_a_warning(tmp_path, capsys)
     assert [r["trial_dir"] for r in records] == [str(good)]
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "0002-fp32-h8" in err and "left out" in err
+
+
+RANDOM_TINY = TINY.replace("train: {epochs: 2, batch_size: 32}", "train: {epochs: 2, batch_size: 32, split: random}")
+
+
+def tiny_args(tmp_path, small_data, cache_dir, name, *extra):
+    cfg = tmp_path / "tiny-random.yaml"
+    cfg.write_text(RANDOM_TINY)
+    return ["--config", str(cfg), "--data-dir", str(small_data), "--cache-dir", str(cache_dir), "--out", str(tmp_path / "runs"),
+            "--name", name, "--budget-kb", "2", "--trials", "1", "--time-budget", "5m", *extra]  # fmt: skip
+
+
+def test_a_search_that_cannot_start_says_why_and_leaves_nothing_behind(tmp_path, small_data, cache_dir, capsys, monkeypatch):
+    import ray
+
+    def refuse(*args, **kwargs):
+        raise OSError("AF_UNIX path length cannot exceed 107 bytes: '/tmp/" + "x" * 90 + "/session_x/sockets/plasma_store'")
+
+    monkeypatch.setattr(ray, "init", refuse)
+    argv = tiny_args(tmp_path, small_data, cache_dir, "nostart")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: Ray could not start") and "AF_UNIX" in err
+    assert not (tmp_path / "runs" / "nostart").exists()  # nothing that blocks the next attempt
+    # --resume of a run whose settings cannot be read is one line too.
+    (tmp_path / "runs" / "never").mkdir(parents=True)
+    (tmp_path / "runs" / "never" / "search.json").write_text("{}")
+    assert main(["--resume", "--name", "never", "--out", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot be resumed" in err
+
+
+def test_a_long_tmpdir_moves_rays_files_to_a_short_one(tmp_path, monkeypatch):
+    from search.tuner import SOCKET_SUFFIX, short_temp_dir
+
+    long_dir = tmp_path / ("t" * (110 - len(str(tmp_path)) - SOCKET_SUFFIX + 20))
+    long_dir.mkdir()
+    monkeypatch.setenv("TMPDIR", str(long_dir))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read $TMPDIR
+    short = short_temp_dir()
+    assert short is not None and len(short) + SOCKET_SUFFIX <= 107 and Path(short).is_dir()
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    assert short_temp_dir() is None or len(str(tmp_path)) + 4 + SOCKET_SUFFIX > 107
+
+
+@pytest.mark.slow
+def test_long_tmpdir_search_runs_and_impossible_cpus_are_one_line(tmp_path, small_data, cache_dir, capsys, monkeypatch):
+    import tempfile
+
+    long_dir = tmp_path / ("t" * max(1, 80 - len(str(tmp_path))))
+    long_dir.mkdir()
+    monkeypatch.setenv("TMPDIR", str(long_dir))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    assert main(tiny_args(tmp_path, small_data, cache_dir, "longtmp")) == 0
+    out = capsys.readouterr().out
+    assert "too long for Ray's sockets" in out and (tmp_path / "runs" / "longtmp" / "pareto.json").is_file()
+    monkeypatch.undo()
+    # More CPUs per trial than any node has: refused at once, in one line, and nothing left behind.
+    cpus = str((os.cpu_count() or 1) + 2)
+    assert main(tiny_args(tmp_path, small_data, cache_dir, "toomany", "--cpus-per-trial", cpus)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--cpus-per-trial {cpus} cannot be placed" in err
+    assert not (tmp_path / "runs" / "toomany").exists()
+    # A run folder with settings but no saved search state (it never got going): one line on --resume.
+    never = tmp_path / "runs" / "longtmp"
+    for f in never.glob("*.pkl"):
+        f.unlink()
+    for f in never.glob("experiment_state*.json"):
+        f.unlink()
+    assert main(["--resume", "--name", "longtmp", "--out", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no saved search state" in err
