@@ -1,8 +1,11 @@
 """The result of a search: `python -m search.export RUN_DIR` (run by search.run at its end).
 
-Collects every finished trial, keeps the feasible non-dominated ones (validation accuracy
-against size), measures their test accuracy once, copies their artifacts, checks each with
-the numpy reference (search.verify), and writes pareto.csv, pareto.json and pareto.png.
+Collects every finished trial and keeps the feasible non-dominated ones (ranked accuracy
+against the budgeted bytes). Speaker protocol: retrains each on every speaker (or every
+speaker but the test speaker, whom it then tests once), in parallel. Random split: measures
+their test accuracy once. Then copies their artifacts, checks each with the numpy reference
+(search.verify), measures its Cortex-M4 library (search.deploy), and writes pareto.csv,
+pareto.json, pareto.png and, for the speaker protocol, the winner's confusion.png.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """The search: `python -m search.run --budget-kb 36`.
 
 Ray Tune runs the trials (dominated ones are stopped early), Optuna's multi-objective TPE
-proposes them (maximize validation accuracy, minimize size), every proposal fits the
-budget by construction (search.space), and the Pareto front is exported at the end, on
-Ctrl-C and when the time budget runs out (search.export).
+proposes them (maximize the accuracy on held-out speakers, pooled over leave-one-speaker-out
+folds, or validation accuracy on the random split; minimize the budgeted bytes), every
+proposal fits the budget by construction (search.space), and the Pareto front is exported
+at the end, on Ctrl-C and when the time budget runs out (search.export).
 """
 
 from __future__ import annotations
