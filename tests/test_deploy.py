@@ -25,7 +25,7 @@ from search.artifact import read
 from search.config import Config, from_dict
 from search.deploy import DeployError, check_device, check_host, deploy, measure, predict_flash
 from search.deploy.__main__ import main
-from search.deploy.calibrate import measure_config, spread
+from search.deploy.calibrate import CORNERS, measure_config, spread
 from search.deploy.clips import split_clips
 from search.deploy.frontend import front_end
 from search.deploy.measure import measure_folder
@@ -53,6 +53,8 @@ def qat(bits: int, scale: str, per_channel: bool) -> dict:
     return {"mode": "qat", "bits": bits, "scale": scale, "per_channel": per_channel}
 
 
+N512 = {"n_fft": 512, "hop_length": 200, "n_mels": 40, "n_mfcc": 13, "f_min": 60.0, "f_max": 3800.0}
+N1024 = {"n_fft": 1024, "hop_length": 256, "n_mels": 32, "cmvn": "meanvar"}
 # Every artifact mode and front-end option (id -> quant, prune schedule, feature changes, hidden size).
 MODES: dict[str, tuple[dict, list, dict, int]] = {
     "fp32": ({"mode": "fp32"}, [], {}, 8),
@@ -77,9 +79,18 @@ MODES: dict[str, tuple[dict, list, dict, int]] = {
     "trim_db-null": (QAT4, [], {"trim_db": None}, 8),
     "win_length-200": (QAT4, [], {"win_length": 200}, 8),
     "n_fft-128": (QAT4, [], {"n_fft": 128, "hop_length": 64, "n_mels": 16}, 8),
-    "n_fft-512-fmin-fmax": (QAT4, [], {"n_fft": 512, "hop_length": 200, "n_mels": 40, "n_mfcc": 13, "f_min": 60.0, "f_max": 3800.0}, 16),
-    "n_fft-1024": (QAT4, [], {"n_fft": 1024, "hop_length": 256, "n_mels": 32, "cmvn": "meanvar"}, 8),
+    "n_fft-512-fmin-fmax": (QAT4, [], N512, 16),
+    "n_fft-1024": (QAT4, [], N1024, 8),
+    # The other transform than auto's (the DFT up to n_fft 128, CMSIS-DSP's FFT above).
+    "n_fft-128-fft": (QAT4, [], {"n_fft": 128, "hop_length": 64, "n_mels": 16}, 8),
+    "dft": (QAT4, [], {}, 8),
+    "dft-trim-top_db-null-win_length": (qat(2, "po2", False), [], {"trim_db": None, "top_db": None, "win_length": 200}, 4),
+    "dft-n_fft-512-fmin-fmax": (QAT4, [], N512, 16),
+    "dft-n_fft-1024": (QAT4, [], N1024, 8),
 }
+TRANSFORM = {"n_fft-128-fft": "fft"} | {m: "dft" for m in MODES if m.startswith("dft")}
+
+
 def config(mode: str) -> Config:
     quant, schedule, changes, hidden = MODES[mode]
     raw = {"model": {"hidden_size": hidden}, "features": SMALL | changes, "quant": quant, "prune": {"schedule": schedule}}
@@ -106,7 +117,7 @@ def deployed(small_data_shared: Path, split_hash: str, tmp_path_factory: pytest.
             feats = np.concatenate([verify.cmvn(verify.mfcc(read_wav(w), p), p.cmvn) for w in wavs])
             norm = (feats.mean(0).astype(np.float32), np.maximum(feats.std(0), 1e-3).astype(np.float32))
             path = random_artifact(cfg, root / f"{mode}.safetensors", seed=len(cache), norm=norm, split_hash=split_hash)
-            deploy(path, root / mode, data_dir=small_data_shared, device_clips=3)
+            deploy(path, root / mode, data_dir=small_data_shared, device_clips=3, transform=TRANSFORM.get(mode, "auto"))
             cache[mode] = (path, root / mode)
         return cache[mode]
 
@@ -187,6 +198,28 @@ def test_mel_triangles_one_weight_per_bin() -> None:
         assert np.max(np.abs(inner[between] - 1)) < 1e-12
 
 
+def test_transform_choice(tmp_path: Path, capsys) -> None:
+    """auto: kws.c's direct DFT up to n_fft 128 (a smaller library, more instructions), CMSIS-DSP's FFT
+    above; either on request. The DFT's library has no CMSIS code and no CMSIS table."""
+    for n_fft, want in ((64, "dft"), (128, "dft"), (256, "fft"), (1024, "fft")):
+        assert front_end(from_dict({"features": {"n_fft": n_fft, "hop_length": n_fft // 2, "n_mels": 16}}).features).transform == want
+    feats = from_dict({"features": SMALL}).features
+    dft, fft = front_end(feats, transform="dft"), front_end(feats, transform="fft")
+    assert dft.cmsis_tables() == {} and dft.table_bytes() == sum(t.nbytes for t in dft.tables().values())
+    assert fft.table_bytes() - dft.table_bytes() == sum(fft.cmsis_tables().values()) > 0
+    with pytest.raises(DeployError, match="transform"):
+        front_end(feats, transform="fast")
+    path = small_artifact(tmp_path / "m.safetensors", n_fft=128, hop_length=64, n_mels=16)
+    cfg = load(path).cfg
+    for transform, want in (("auto", "dft"), ("fft", "fft"), ("dft", "dft")):
+        rc, lines, _ = run_main(capsys, path, "--out", tmp_path / transform, "--clips", "0", "--transform", transform)
+        assert rc == 0
+        header = (tmp_path / transform / "kws_model.h").read_text()
+        assert f"#define KWS_DFT {int(want == 'dft')} " in header
+        assert (tmp_path / transform / "cmsis").is_dir() == (want == "fft")
+    assert predict_flash(cfg).flash_bytes == predict_flash(cfg, "dft").flash_bytes < predict_flash(cfg, "fft").flash_bytes - 1500
+
+
 # --------------------------------------------------------------------------- device
 
 
@@ -199,7 +232,7 @@ def test_device_matches_host(mode: str, deployed, small_data_shared: Path) -> No
     path, lib = deployed(mode)
     got = check_device(lib, split_clips(read(path)[0], small_data_shared))
     assert got.n_clips == 3 and got.same_pred == 3 and got.same_logits == 3, got
-    flash = measure_folder(lib, load(path))  # links the objects `make qemu` compiled
+    flash = measure_folder(lib, load(path, TRANSFORM.get(mode, "auto")))  # links the objects `make qemu` compiled
     assert flash.weights_bytes == size_bytes(config(mode))
     assert 0 < got.stack_painted_bytes <= flash.stack_bytes  # the call-graph bound holds
 
@@ -219,13 +252,28 @@ def test_small_target_fits(deployed, small_data_shared: Path) -> None:
 
 
 @needs_device
+def test_dft_library_is_smaller(tmp_path: Path) -> None:
+    """At every n_fft the DFT's library is smaller than the FFT's (no CMSIS kernel, no CMSIS tables);
+    the smallest kind of front member (n_fft 128, h 4, 2-bit QAT, no trim or top_db) fits 4 KiB."""
+    tiny = {"n_fft": 128, "hop_length": 64, "n_mels": 16, "n_mfcc": 8, "trim_db": None, "top_db": None}
+    for n_fft in (128, 512):
+        cfg = from_dict({"model": {"hidden_size": 4}, "features": tiny | {"n_fft": n_fft}, "quant": qat(2, "po2", False)})
+        path = random_artifact(cfg, tmp_path / f"m{n_fft}.safetensors")
+        dft, fft = measure(path, transform="dft"), measure(path, transform="fft")
+        assert dft.tables_bytes == front_end(cfg.features, transform="dft").table_bytes()
+        assert dft.code_bytes < fft.code_bytes - 1000 and dft.flash_bytes < fft.flash_bytes, (dft, fft)
+        if n_fft == 128:
+            assert measure(path) == dft and dft.flash_bytes < 4 * 1024 and dft.ram_bytes < 1024, dft
+
+
+@needs_device
 @pytest.mark.slow
 def test_predict_flash_within_2_percent() -> None:
     """The predictor against real links, on configurations the calibration did not see (seed 1)."""
     worst = 0.0
-    for cfg in spread(26, seed=1)[15:]:  # the 11 random ones
-        _, got, _ = measure_config(cfg, seed=3)
-        want = predict_flash(cfg)
+    for cfg, transform in spread(CORNERS + 11, seed=1)[CORNERS:]:  # 11 random ones, both transforms among them
+        _, got, _ = measure_config(cfg, seed=3, transform=transform)
+        want = predict_flash(cfg, transform)
         assert want.weights_bytes == got.weights_bytes and want.tables_bytes == got.tables_bytes
         worst = max(worst, abs(want.flash_bytes - got.flash_bytes) / got.flash_bytes)
         assert abs(want.stack_bytes - got.stack_bytes) <= 32, (cfg, want, got)

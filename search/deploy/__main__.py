@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> dict:
         require(ARM_CC, QEMU)  # before writing anything
     if args.measure:
         require(ARM_CC)
-    dep = deploy(args.artifact, args.out, force=args.force, data_dir=args.data_dir, device_clips=args.clips)
+    dep = deploy(args.artifact, args.out, force=args.force, data_dir=args.data_dir, device_clips=args.clips, transform=args.transform)
     result: dict = {"out": str(dep.out), "size_bytes": sum(dep.spec.tensor_bytes.values()), "device_clips": len(dep.device_clips)}
     if dep.note:
         print(f"note: {dep.note}", file=sys.stderr)
@@ -50,6 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", help="replace the contents of a non-empty --out")
     p.add_argument("--data-dir", help="FSDD recordings folder (default: $FSDD_DIR, else the download cache)")
     p.add_argument("--clips", type=int, default=10, help="test clips compiled into the device program (default 10)")
+    p.add_argument(
+        "--transform", choices=("auto", "fft", "dft"), default="auto",
+        help="the spectrum: CMSIS-DSP's FFT, or the direct DFT (smaller, slower); auto: the DFT up to n_fft 128",
+    )  # fmt: skip
     p.add_argument("--check", action="store_true", help="host build against the numpy reference on the split's clips")
     p.add_argument("--device", action="store_true", help="Cortex-M4 build under QEMU against the host build")
     p.add_argument("--count", action="store_true", help="with --device: count instructions per clip (QEMU -icount)")

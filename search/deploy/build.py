@@ -38,12 +38,18 @@ def pick(wavs: list[Path], n: int) -> list[Path]:
 
 
 def deploy(
-    artifact: str | Path, out: str | Path, force: bool = False, data_dir: str | Path | None = None, device_clips: int = 10
+    artifact: str | Path,
+    out: str | Path,
+    force: bool = False,
+    data_dir: str | Path | None = None,
+    device_clips: int = 10,
+    transform: str = "auto",
 ) -> Deployment:
     """Write the library of `artifact` into `out` (refused if it exists and is not empty, unless
     `force`). Up to `device_clips` test clips of the artifact's split (from `data_dir`, else
-    $FSDD_DIR or the download cache; never downloaded here) go into the device test program."""
-    spec = load(artifact)
+    $FSDD_DIR or the download cache; never downloaded here) go into the device test program.
+    `transform`: fft, dft, or auto (the one that suits the model's n_fft; docs/deploy.md)."""
+    spec = load(artifact, transform)
     meta, _ = read(artifact)
     out = Path(out)
     clips, note = [], ""

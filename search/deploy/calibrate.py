@@ -1,9 +1,10 @@
 """Re-measure the flash predictor's constants: `python -m search.deploy.calibrate [--n 48] [--seed 0]`.
 
 Links the libraries of a spread of configurations (random weights; every mode, bit width, scale,
-pruning encoding, FFT length, front-end option and a range of sizes) for the Cortex-M4, fits
-predict.CODE_BYTES and predict.STACK_BYTES by least squares, and prints them as Python to paste
-into search/deploy/predict.py, with the fit's residuals. About 1.2 s per configuration.
+pruning encoding, FFT length, transform (FFT or DFT), front-end option and a range of sizes) for
+the Cortex-M4, fits predict.CODE_BYTES and predict.STACK_FRAMES by least squares, and prints
+them as Python to paste into search/deploy/predict.py, with the fit's residuals. About 0.6 s per
+configuration.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from search.deploy.synthetic import random_artifact
 
 CODE_KEYS = (
     "base",
+    "dft",
     "fft_radix8by2",
     "fft_radix8by4",
     "trim",
@@ -45,7 +47,7 @@ FRAME_KEYS = {
     "kws_classify": ("base", "hidden", "n_mfcc", "cmvn_n_mfcc", "trim", "top_db"),
     "mfcc": ("base", "n_mels"),
     "clamp_floor": ("base", "n_mels"),
-    "mel_energies": ("base", "n_fft"),
+    "mel_energies": ("base", "n_fft", "dft"),
     "lstm_step": ("base", "hidden"),
     "matvec": ("base",),
     "fft": ("base",),
@@ -65,12 +67,16 @@ def config(mode: dict, prune: str, features_: dict, hidden: int) -> Config:
     )
 
 
-def spread(n: int, seed: int) -> list[Config]:
-    """The one-at-a-time corners around a small base model, then random configurations."""
+CORNERS = 19  # fixed configurations at the head of spread(): the rest are random
+
+
+def spread(n: int, seed: int) -> list[tuple[Config, str]]:
+    """(configuration, transform): the one-at-a-time corners around a small base model (each
+    transform at n_fft 128, 256 and 512), then random configurations."""
     rng = np.random.default_rng(seed)
     base_f = {"n_fft": 256, "hop_length": 128, "n_mels": 20, "n_mfcc": 10}
     qat4 = {"mode": "qat", "bits": 4, "scale": "po2"}
-    out = [config(qat4, "none", base_f, 8)]
+    out = [(config(qat4, "none", base_f, 8), "auto")]
     for mode in (
         {"mode": "fp32"},
         {"mode": "ptq_int8"},
@@ -78,19 +84,24 @@ def spread(n: int, seed: int) -> list[Config]:
         {**qat4, "per_channel": True},
         {"mode": "qat", "bits": 4, "scale": "float", "per_channel": True},
     ):
-        out.append(config(mode, "none", base_f, 8))
+        out.append((config(mode, "none", base_f, 8), "auto"))
     for prune in ("half", "sparse"):
-        out.append(config(qat4, prune, base_f, 8))
-    for change in (
-        {"trim_db": None},
-        {"top_db": None},
-        {"cmvn": "mean"},
-        {"cmvn": "meanvar"},
-        {"win_length": 200},
-        {"n_fft": 512, "hop_length": 256},
-        {"n_fft": 128, "hop_length": 64},
+        out.append((config(qat4, prune, base_f, 8), "auto"))
+    for change, transform in (
+        ({"trim_db": None}, "auto"),
+        ({"top_db": None}, "auto"),
+        ({"cmvn": "mean"}, "auto"),
+        ({"cmvn": "meanvar"}, "auto"),
+        ({"win_length": 200}, "auto"),
+        ({"n_fft": 512, "hop_length": 256}, "auto"),
+        ({"n_fft": 128, "hop_length": 64}, "auto"),
+        ({"n_fft": 128, "hop_length": 64}, "fft"),
+        ({}, "dft"),
+        ({"win_length": 200}, "dft"),
+        ({"n_fft": 512, "hop_length": 256}, "dft"),
     ):
-        out.append(config(qat4, "none", base_f | change, 8))
+        out.append((config(qat4, "none", base_f | change, 8), transform))
+    assert len(out) == CORNERS
     modes = [{"mode": "fp32"}, {"mode": "ptq_int8"}] + [
         {"mode": "qat", "bits": b, "scale": s, "per_channel": pc} for b in range(2, 9) for s in ("float", "po2") for pc in (False, True)
     ]
@@ -107,22 +118,25 @@ def spread(n: int, seed: int) -> list[Config]:
             "trim_db": None if rng.random() < 0.25 else 40.0,
             "win_length": None if rng.random() < 0.8 else n_fft * 3 // 4,
         }
+        f["hop_length"] = min(f["hop_length"], f["win_length"] or n_fft)  # the config refuses a hop longer than the window
         hidden = int(rng.choice([4, 8, 12, 16, 24, 32, 48, 64]))
-        out.append(config(modes[int(rng.integers(len(modes)))], str(rng.choice(list(PRUNE))), f, hidden))
+        cfg = config(modes[int(rng.integers(len(modes)))], str(rng.choice(list(PRUNE))), f, hidden)
+        out.append((cfg, str(rng.choice(["auto", "auto", "fft", "dft"]))))
     return out
 
 
-def measure_config(cfg: Config, seed: int = 0) -> tuple[dict[str, float], FlashReport, dict[str, int]]:
+def measure_config(cfg: Config, seed: int = 0, transform: str = "auto") -> tuple[dict[str, float], FlashReport, dict[str, int]]:
     """Features, measured FlashReport and stack frames (by function) of one configuration's library."""
     with tempfile.TemporaryDirectory(prefix="kws-cal-") as tmp:
         path = random_artifact(cfg, Path(tmp) / "m.safetensors", seed=seed)
-        spec = load(path)
+        spec = load(path, transform)
         lib = Path(tmp) / "lib"
         lib.mkdir()
         write_library(spec, lib, path.name)
         got = measure_folder(lib, spec)
         fr = frames(sorted((lib / "build" / "arm").glob("*.ci")))
-        fr["fft"] = fr["arm_radix8_butterfly_f32"]
+        if "arm_radix8_butterfly_f32" in fr:
+            fr["fft"] = fr["arm_radix8_butterfly_f32"]
         return features(spec), got, fr
 
 
@@ -134,12 +148,12 @@ def fit(rows: list[dict[str, float]], y: list[int], keys: tuple[str, ...]) -> di
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m search.deploy.calibrate", description=__doc__.splitlines()[0])
-    p.add_argument("--n", type=int, default=48, help="configurations (the first 15 are fixed corners)")
+    p.add_argument("--n", type=int, default=48, help=f"configurations (the first {CORNERS} are fixed corners)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     rows, reports, frame_rows = [], [], []
-    for i, cfg in enumerate(spread(args.n, args.seed)):
-        x, r, fr = measure_config(cfg)
+    for i, (cfg, transform) in enumerate(spread(args.n, args.seed)):
+        x, r, fr = measure_config(cfg, transform=transform)
         rows.append(x)
         reports.append(r)
         frame_rows.append(fr)

@@ -84,10 +84,16 @@ def model_header(spec: ModelSpec, source: str) -> str:
         "    uint32_t index_size;       /* bytes per position */",
         "} kws_matrix_t;",
         "",
-        f"#define KWS_CFFT_LENGTH {fe.cfft_length}",
-        f"#define KWS_CFFT_TWIDDLE twiddleCoef_{fe.cfft_length}",
-        f"#define KWS_CFFT_BITREV armBitRevIndexTable{fe.cfft_length}",
-        f"#define KWS_CFFT_BITREV_LENGTH ARMBITREVINDEXTABLE_{fe.cfft_length}_TABLE_LENGTH",
+        f"#define KWS_DFT {int(fe.transform == 'dft')} /* 1: kws.c's direct DFT; 0: CMSIS-DSP's FFT (cmsis/) */",
+    ]
+    if fe.transform == "fft":
+        lines += [
+            f"#define KWS_CFFT_LENGTH {fe.cfft_length}",
+            f"#define KWS_CFFT_TWIDDLE twiddleCoef_{fe.cfft_length}",
+            f"#define KWS_CFFT_BITREV armBitRevIndexTable{fe.cfft_length}",
+            f"#define KWS_CFFT_BITREV_LENGTH ARMBITREVINDEXTABLE_{fe.cfft_length}_TABLE_LENGTH",
+        ]
+    lines += [
         "extern const kws_matrix_t kws_m_ih, kws_m_hh, kws_m_fc;",
     ]
     for name, a in spec.front.tables().items():

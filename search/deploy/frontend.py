@@ -1,10 +1,11 @@
 """The MFCC front end's settings and constant tables, as the generated C library stores them.
 
 Only what cannot be cheaply computed per frame is stored (float32): a quarter wave of
-cos(2 pi m / n_fft) (the Hann window and the real-FFT split's twiddles), the mel filterbank's
+cos(2 pi m / n_fft) (the Hann window, and the real-FFT split's or the DFT's twiddles), the mel filterbank's
 n_mels + 2 corner frequencies (each bin's triangle weights follow from them), a quarter wave of
 the DCT's cosines, and, only when win_length != n_fft, half of the Hann window. CMSIS-DSP's FFT
-adds its own twiddle and bit-reversal tables (vendored, see cmsis/README.md).
+adds its own twiddle and bit-reversal tables (vendored, see cmsis/README.md); the direct DFT
+(transform "dft") none: it reads its twiddles from the quarter wave of cosines.
 """
 
 from __future__ import annotations
@@ -24,6 +25,16 @@ N_FFT_SUPPORTED = tuple(2 * n for n in CFFT_LENGTHS)
 # ARMBITREVINDEXTABLE_<L>_TABLE_LENGTH of CMSIS-DSP's arm_common_tables.h (uint16 entries).
 BITREV_LENGTH = {16: 20, 32: 48, 64: 56, 128: 208, 256: 440, 512: 448, 1024: 1800}
 CFFT_INSTANCE_BYTES = 0  # kws.c's arm_cfft_instance_f32 is constant-folded into the code (measured: no section left)
+TRANSFORMS = ("fft", "dft")
+# The direct DFT makes every library smaller (no FFT kernel, no CMSIS tables: 2.0-6.3 KB less) but
+# costs N / (2 log2(N/2)) times the FFT's multiplies; measured per clip: 5.3x the instructions at
+# n_fft 128, 12x at 256 (docs/deploy.md). "auto" takes it up to this n_fft.
+DFT_MAX_N_FFT = 128
+
+
+def auto_transform(n_fft: int) -> str:
+    """The transform `auto` means: the DFT where it costs a few times the FFT's instructions, else the FFT."""
+    return "dft" if n_fft <= DFT_MAX_N_FFT else "fft"
 
 
 @dataclass(frozen=True)
@@ -41,6 +52,7 @@ class FrontEnd:
     trim_ratio: float | None  # frame energy ratio 10^(-trim_db/10); None: no trimming
     top_db: float | None
     cmvn: str  # none | mean | meanvar
+    transform: str = "fft"  # fft: CMSIS-DSP's complex FFT and the real split; dft: the direct DFT of kws.c
 
     @property
     def win_left(self) -> int:
@@ -69,7 +81,9 @@ class FrontEnd:
         return {k: v.astype(np.float32) for k, v in out.items()}
 
     def cmsis_tables(self) -> dict[str, int]:
-        """CMSIS-DSP tables the FFT links, by name: bytes."""
+        """CMSIS-DSP tables the FFT links, by name: bytes (none for the DFT)."""
+        if self.transform == "dft":
+            return {}
         length = self.cfft_length
         return {f"twiddleCoef_{length}": 8 * length, f"armBitRevIndexTable{length}": 2 * BITREV_LENGTH[length]}
 
@@ -78,9 +92,12 @@ class FrontEnd:
         return sum(t.nbytes for t in self.tables().values()) + sum(self.cmsis_tables().values()) + CFFT_INSTANCE_BYTES
 
 
-def front_end(features: Mapping[str, Any] | Any, where: str = "artifact") -> FrontEnd:
+def front_end(features: Mapping[str, Any] | Any, where: str = "artifact", transform: str = "auto") -> FrontEnd:
     """FrontEnd of an artifact's `features` dict or a FeatureConfig; DeployError if the C library
-    cannot compute it (an n_fft that CMSIS-DSP's FFT does not take)."""
+    cannot compute it (an n_fft that CMSIS-DSP's FFT does not take). `transform`: fft, dft, or
+    auto (auto_transform: the DFT for a small n_fft)."""
+    if transform not in (*TRANSFORMS, "auto"):
+        raise DeployError(f"transform {transform!r}: expected auto, fft or dft")
     p = _params(features)
     if p.n_fft not in N_FFT_SUPPORTED:
         kind = "a power of two" if p.n_fft & (p.n_fft - 1) == 0 else "not a power of two"
@@ -100,4 +117,5 @@ def front_end(features: Mapping[str, Any] | Any, where: str = "artifact") -> Fro
         trim_ratio=None if p.trim_db is None else 10.0 ** (-p.trim_db / 10.0),
         top_db=p.top_db,
         cmvn=p.cmvn,
+        transform=auto_transform(p.n_fft) if transform == "auto" else transform,
     )

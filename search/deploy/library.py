@@ -42,7 +42,8 @@ def write_library(
     are compiled into the device test program; without them it classifies one second of silence."""
     for name in LIBRARY_FILES + HARNESS_FILES:
         shutil.copyfile(TEMPLATES / name, out / name)
-    shutil.copytree(CMSIS, out / "cmsis", dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+    if spec.front.transform == "fft":  # the DFT is kws.c's own: no vendored code
+        shutil.copytree(CMSIS, out / "cmsis", dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
     (out / "kws_model.h").write_text(model_header(spec, source))
     (out / "kws_model.c").write_text(model_source(spec, source, meta))
     header, body = clips_files(list(clips) or [("silence", np.zeros(8000, dtype=np.int16))])

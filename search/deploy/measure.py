@@ -82,11 +82,11 @@ def measure_folder(folder: Path, spec: ModelSpec) -> FlashReport:
     return report(weights, tables, code, static, stack)
 
 
-def measure(artifact: str | Path, workdir: str | Path | None = None) -> FlashReport:
+def measure(artifact: str | Path, workdir: str | Path | None = None, transform: str = "auto") -> FlashReport:
     """Build the artifact's library for the Cortex-M4 in a scratch folder (or `workdir`, which must
     exist and be empty) and measure it. About 1-2 s. DeployError (one line) if the artifact cannot
     be deployed or arm-none-eabi-gcc / newlib are missing."""
-    spec = load(artifact)
+    spec = load(artifact, transform)
     require(ARM_CC)
     if workdir is not None:
         write_library(spec, Path(workdir), Path(artifact).name)

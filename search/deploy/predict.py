@@ -1,11 +1,12 @@
 """Flash and RAM of a configuration's C library before training: `predict_flash(cfg) -> FlashReport`.
 
 Weights are exact (search.size.size_bytes), tables exact (frontend.FrontEnd.table_bytes). Code is
-a linear model of the compile-time options, and the stack the call graph of templates/kws.c
-(entry + the deeper of: MFCC stage -> mel stage -> FFT, LSTM step -> matvec) with each frame
-linear in its own sizes. Both calibrated on real Cortex-M4 links (arm-none-eabi-gcc 12.2 -Os,
-newlib 3.3, Debian 12): `python -m search.deploy.calibrate` re-measures them and prints these constants.
-Pure arithmetic (microseconds; no compiler needed).
+a linear model of the compile-time options (the transform among them), and the stack the call
+graph of templates/kws.c (entry + the deeper of: MFCC stage -> mel stage -> FFT (none with the
+DFT), LSTM step -> matvec) with each frame linear in its own sizes. Both calibrated on real
+Cortex-M4 links (arm-none-eabi-gcc 12.2 -Os, newlib 3.3, Debian 12): `python -m
+search.deploy.calibrate` re-measures them and prints these constants. Pure arithmetic
+(microseconds; no compiler needed).
 """
 
 from __future__ import annotations
@@ -16,19 +17,19 @@ from search.deploy.spec import ModelSpec, from_config
 
 # Measured by `python -m search.deploy.calibrate --n 48 --seed 0` (least squares over 48 linked
 # configurations). CODE_BYTES: code and descriptors by option; STACK_FRAMES: each function's frame.
-# Fit residuals there: code -24..+33 bytes (flash -0.30..+0.43 %), stack -17..+20 bytes.
+# Fit residuals there: code -28..+43 bytes (flash -0.51..+1.31 %: the DFT's libraries are small), stack -19..+17 bytes.
 CODE_BYTES: dict[str, float] = {
-    "base": 3125.21, "fft_radix8by2": 296.36, "fft_radix8by4": 924.32, "trim": 237.21, "top_db": 129.23, "cmvn_mean": 147.22,
-    "cmvn_meanvar": 186.63, "window_table": -24.38, "ptq_int8": 5.17, "qat": 76.0, "qat_po2": -13.42, "per_channel": -6.33,
-    "mask": 25.91, "index": 36.2,
+    "base": 3171.13, "dft": -1374.54, "fft_radix8by2": 284.43, "fft_radix8by4": 907.46, "trim": 243.58, "top_db": 99.08,
+    "cmvn_mean": 149.47, "cmvn_meanvar": 183.98, "window_table": -19.08, "ptq_int8": -2.41, "qat": 54.78, "qat_po2": -0.2,
+    "per_channel": -16.62, "mask": 32.04, "index": 37.58,
 }  # fmt: skip
 STACK_FRAMES: dict[str, dict[str, float]] = {
-    "kws_classify": {"base": 40.46, "hidden": 7.98, "n_mfcc": 4.01, "cmvn_n_mfcc": 8.08, "trim": 17.16, "top_db": 5.01},
-    "mfcc": {"base": 30.94, "n_mels": 4.03},
-    "clamp_floor": {"base": 23.69, "n_mels": 4.07},
-    "mel_energies": {"base": 31.99, "n_fft": 4.01},
+    "kws_classify": {"base": 39.89, "hidden": 7.93, "n_mfcc": 4.31, "cmvn_n_mfcc": 8.05, "trim": 17.5, "top_db": 1.13},
+    "mfcc": {"base": 32.91, "n_mels": 3.9},
+    "clamp_floor": {"base": 25.44, "n_mels": 3.9},
+    "mel_energies": {"base": 33.33, "n_fft": 4.01, "dft": -1.51},
     "lstm_step": {"base": 24.0, "hidden": 16.0},
-    "matvec": {"base": 27.83},
+    "matvec": {"base": 27.92},
     "fft": {"base": 152.0},
 }
 
@@ -37,9 +38,10 @@ def features(spec: ModelSpec) -> dict[str, float]:
     """The compile-time options and sizes that change the library's code and stack frames."""
     fe, q = spec.front, spec.quant
     kernel = {1: "radix8by2", 2: "radix8by4", 0: "radix8"}[(fe.cfft_length.bit_length() - 1) % 3]  # CMSIS's kernel for this length
+    dft = fe.transform == "dft"
     return {
         "base": 1.0,
-        f"fft_{kernel}": 1.0,
+        "dft" if dft else f"fft_{kernel}": 1.0,
         "trim": float(fe.trim_ratio is not None),
         "top_db": float(fe.top_db is not None),
         "cmvn_mean": float(fe.cmvn == "mean"),
@@ -65,7 +67,7 @@ def linear(coefs: dict[str, float], x: dict[str, float]) -> float:
 
 def stack_bytes(frames: dict[str, float], x: dict[str, float]) -> float:
     """Worst-case stack from the frames of kws.c's functions (measured or predicted)."""
-    fft = frames["fft"]
+    fft = 0.0 if x.get("dft") else frames["fft"]  # the DFT is inlined into mel_energies
     paths = [frames["mfcc"] + frames["mel_energies"] + fft, frames["lstm_step"] + frames["matvec"]]
     if x["top_db"]:
         paths.append(frames["clamp_floor"] + frames["mel_energies"] + fft)
@@ -78,8 +80,9 @@ def predict_spec(spec: ModelSpec) -> FlashReport:
     return report(sum(spec.tensor_bytes.values()), spec.front.table_bytes(), round(linear(CODE_BYTES, x)), 0, round(stack))
 
 
-def predict_flash(cfg: Config) -> FlashReport:
+def predict_flash(cfg: Config, transform: str = "auto") -> FlashReport:
     """Predicted FlashReport of `cfg`'s library: weights and tables exact, code and stack from the
     calibrated models (flash within 2 % of the linked size over the calibration spread; see
-    docs/deploy.md). DeployError for a front end the library cannot build (n_fft not a power of two)."""
-    return predict_spec(from_config(cfg))
+    docs/deploy.md). `transform` as deploy takes it (auto: the one deploy picks). DeployError for a
+    front end the library cannot build (n_fft not a power of two)."""
+    return predict_spec(from_config(cfg, transform=transform))

@@ -57,9 +57,10 @@ def c_name(tensor: str) -> str:
     return "kws_w_" + tensor.replace(".", "_")
 
 
-def from_config(cfg: Config, tensors: dict[str, np.ndarray] | None = None, where: str = "config") -> ModelSpec:
-    """The spec of a configuration (tensors, if given, keyed by artifact tensor name)."""
-    front = front_end(cfg.features, where)
+def from_config(cfg: Config, tensors: dict[str, np.ndarray] | None = None, where: str = "config", transform: str = "auto") -> ModelSpec:
+    """The spec of a configuration (tensors, if given, keyed by artifact tensor name); `transform`
+    as frontend.front_end takes it."""
+    front = front_end(cfg.features, where, transform)
     entries = layout(cfg)
     entry = {e.name: e for e in entries}
     empty = next((e.name for e in entries if e.nbytes == 0), None)
@@ -99,7 +100,7 @@ def from_config(cfg: Config, tensors: dict[str, np.ndarray] | None = None, where
     )
 
 
-def load(path: str | Path) -> ModelSpec:
+def load(path: str | Path, transform: str = "auto") -> ModelSpec:
     """The spec of an artifact file, checked (search.verify.check_artifact); DeployError with one line otherwise."""
     from search.verify import check_artifact
 
@@ -112,7 +113,7 @@ def load(path: str | Path) -> ModelSpec:
         raise DeployError(str(e).splitlines()[0]) from None
     except (ConfigError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise DeployError(f"{path}: malformed artifact ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
-    spec = from_config(cfg, tensors, where=str(path))
+    spec = from_config(cfg, tensors, where=str(path), transform=transform)
     for m in spec.matrices:
         if spec.po2:
             exp = spec.tensors[m.scale].astype(np.int32)
