@@ -1,9 +1,10 @@
 """Instructions per one-second clip on an emulated Cortex-M4, next to the MACs the model needs.
 
-    python bench/device_cycles.py [--artifact A.safetensors ...]
+    python bench/device_cycles.py [--artifact A.safetensors ...] [--transform auto|fft|dft]
 
 Deploys each model (by default a few sizes and modes with random weights: the instruction count
-does not depend on the weights' values; or the given artifacts), compiles one second of real
+does not depend on the weights' values, the small ones with each transform, CMSIS-DSP's FFT and
+kws.c's direct DFT; or the given artifacts, with --transform), compiles one second of real
 speech into the device test program (FSDD clips of the first speakers, back to back, cut to
 8,000 samples; FSDD_DIR must be set), and runs it under QEMU 7.2 (`-M mps2-an386 -icount
 shift=0`): with icount at shift 0 QEMU advances its virtual clock by 1 ns per executed
@@ -35,7 +36,11 @@ from search.deploy.synthetic import random_artifact
 
 SAMPLES = 8000  # one second at 8 kHz
 SMALL = {"n_fft": 256, "hop_length": 128, "n_mels": 20, "n_mfcc": 10}
+TINY = {"n_fft": 128, "hop_length": 64, "n_mels": 16, "n_mfcc": 8, "trim_db": None, "top_db": None}
 MODELS: dict[str, dict] = {
+    "tiny qat2-po2 h4 (n_fft 128, 16 mels, 8 MFCC, hop 64, no trim, no top_db)": {
+        "model": {"hidden_size": 4}, "features": TINY, "quant": {"mode": "qat", "bits": 2, "scale": "po2"},
+    },
     "small qat4-po2 h8 (n_fft 256, 20 mels, 10 MFCC, hop 128)": {"model": {"hidden_size": 8}, "features": SMALL},
     "small + meanvar CMVN": {"model": {"hidden_size": 8}, "features": SMALL | {"cmvn": "meanvar"}},
     "qat4-po2 h16 (n_fft 256, 20 mels, 13 MFCC, hop 200)": {
@@ -54,6 +59,7 @@ MODELS: dict[str, dict] = {
         "quant": {"mode": "fp32"},
     },
 }  # fmt: skip
+BOTH = 2  # the first models run with each transform; the larger ones with auto's (the FFT)
 
 
 def one_second(data_dir: Path) -> np.ndarray:
@@ -82,12 +88,19 @@ def macs(spec: ModelSpec, frames: int) -> dict[str, int]:
     """Multiply-accumulates of one clip, from the shapes. Front end per frame and pass: the window
     (n_fft), the n_fft/2-point complex FFT (2 M log2 M real multiplies for M points), the real-FFT
     split (n_fft), the power and mel weights (2 each per bin); the DCT (n_mels x n_mfcc) in the
-    passes that need MFCCs. The library makes up to 3 passes (top_db clamp, CMVN statistics, the
+    passes that need MFCCs. With the direct DFT: per bin a filter uses, 2 (N/2 - 1) multiplies over
+    the folded frame, then the power and the weights. The library makes up to 3 passes (top_db clamp, CMVN statistics, the
     LSTM's); `front_single_pass` is what a front end that stores its frames would need. LSTM per
     step: the kept weights of W_ih and W_hh plus 3h element-wise products; the Linear layer once."""
     fe = spec.front
     n, m, bins = fe.n_fft, fe.n_fft // 2, fe.n_fft // 2 + 1
-    spectrum = n + 2 * m * int(math.log2(m)) + n + 4 * bins
+    if fe.transform == "dft":  # window; per bin that some filter uses: (N/2 - 1) x 2 on the folded frame, power and weights
+        pts = fe.tables()["kws_t_mel_pts"]
+        hz = np.arange(bins, dtype=np.float32) * np.float32(fe.bin_hz)
+        used = int(np.sum((hz >= pts[0]) & (hz < pts[-1])))
+        spectrum = n + used * (2 * (m - 1) + 4)
+    else:
+        spectrum = n + 2 * m * int(math.log2(m)) + n + 4 * bins
     dct = fe.n_mels * fe.n_mfcc
     spectrum_passes = 1 + (fe.top_db is not None) + (fe.cmvn != "none")
     dct_passes = 1 + (fe.cmvn != "none")
@@ -101,8 +114,8 @@ def macs(spec: ModelSpec, frames: int) -> dict[str, int]:
     }
 
 
-def bench(name: str, artifact: Path, pcm: np.ndarray, workdir: Path) -> dict:
-    spec = load(artifact)
+def bench(name: str, artifact: Path, pcm: np.ndarray, workdir: Path, transform: str = "auto") -> dict:
+    spec = load(artifact, transform)
     lib = workdir / "lib"
     lib.mkdir()
     write_library(spec, lib, artifact.name, clips=[("one_second", pcm)])
@@ -113,6 +126,7 @@ def bench(name: str, artifact: Path, pcm: np.ndarray, workdir: Path) -> dict:
     count = macs(spec, frames)
     return {
         "model": name,
+        "transform": spec.front.transform,
         "frames": frames,
         "instructions": instructions,
         "instructions_per_frame": round(instructions / frames),
@@ -123,6 +137,8 @@ def bench(name: str, artifact: Path, pcm: np.ndarray, workdir: Path) -> dict:
         "instructions_per_mac": round(instructions / (count["front"] + count["lstm"]), 2),
         "flash_bytes": flash.flash_bytes,
         "weights_bytes": flash.weights_bytes,
+        "tables_bytes": flash.tables_bytes,
+        "code_bytes": flash.code_bytes,
         "ram_bytes": flash.ram_bytes,
         "stack_painted_bytes": run.stack_bytes,
     }
@@ -131,6 +147,7 @@ def bench(name: str, artifact: Path, pcm: np.ndarray, workdir: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--artifact", nargs="*", type=Path, default=[], help="trained artifacts to bench instead of the default models")
+    p.add_argument("--transform", choices=("auto", "fft", "dft"), default="auto", help="for --artifact (default: auto's)")
     args = p.parse_args(argv)
     data = os.environ.get("FSDD_DIR")
     if not data:
@@ -139,15 +156,16 @@ def main(argv: list[str] | None = None) -> int:
     pcm = one_second(Path(data))
     results = []
     with tempfile.TemporaryDirectory(prefix="kws-bench-") as tmp:
-        jobs: list[tuple[str, Path]] = [(a.name, a) for a in args.artifact]
+        jobs: list[tuple[str, Path, str]] = [(a.name, a, args.transform) for a in args.artifact]
         if not jobs:
             for i, (name, raw) in enumerate(MODELS.items()):
                 cfg: Config = from_dict({"quant": {"mode": "qat", "bits": 4, "scale": "po2"}, "train": {"epochs": 5}} | raw)
-                jobs.append((name, random_artifact(cfg, Path(tmp) / f"m{i}.safetensors", seed=i)))
-        for i, (name, artifact) in enumerate(jobs):
+                path = random_artifact(cfg, Path(tmp) / f"m{i}.safetensors", seed=i)
+                jobs += [(name, path, t) for t in (("fft", "dft") if i < BOTH else ("auto",))]
+        for i, (name, artifact, transform) in enumerate(jobs):
             work = Path(tmp) / f"w{i}"
             work.mkdir()
-            results.append(bench(name, artifact, pcm, work))
+            results.append(bench(name, artifact, pcm, work, transform))
             print(json.dumps(results[-1]), file=sys.stderr)
     print(json.dumps({
         "counter": "QEMU -M mps2-an386 -icount shift=0; instructions = 40 x CMSDK timer ticks (25 MHz), +-40",
