@@ -41,7 +41,8 @@ def test_load_baseline() -> None:
     assert cfg.prune.schedule == ()
 
 
-RUN_CONFIGS = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "configs").rglob("*.yaml") if p.name != "search.yaml")
+SEARCH_CONFIGS = ("search.yaml", "on-chip.yaml")  # `base` + `space`: for search.run
+RUN_CONFIGS = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "configs").rglob("*.yaml") if p.name not in SEARCH_CONFIGS)
 
 
 @pytest.mark.parametrize("path", RUN_CONFIGS, ids=str)
@@ -49,10 +50,11 @@ def test_every_shipped_config_loads(path: str) -> None:
     assert isinstance(load_config(REPO / path), Config)
 
 
-def test_search_config_loads() -> None:
+@pytest.mark.parametrize("name", SEARCH_CONFIGS)
+def test_search_configs_load(name: str) -> None:
     from search.space import load_search_config
 
-    sc = load_search_config(REPO / "configs" / "search.yaml")
+    sc = load_search_config(REPO / "configs" / name)
     assert sc.base.train.epochs >= 10 and "qat" in sc.space.quant_modes
 
 
