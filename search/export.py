@@ -307,7 +307,7 @@ def plot(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ranked = "new-speaker accuracy (folds)" if speakers else "validation"
+    ranked = "new-speaker accuracy, folds" if speakers else "validation"
     fig, ax = plt.subplots(figsize=(10, 5), dpi=120)
     done = [(k, a) for k, a, fin in points if fin]
     early = [(k, a) for k, a, fin in points if not fin]
