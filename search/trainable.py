@@ -159,7 +159,9 @@ def _random_trial(
 ) -> None:
     dm = make_datamodule(cfg, data_dir, cache_dir)
     net, val_acc, val_loss = train(cfg, dm, None, [EpochCurves(board), TuneReport(size, record["cost_bytes"], board)], cache_dir)
-    record.update(save(cfg, net, dm, out))
+    saved = save(cfg, net, dm, out)
+    saved["n_params"] = saved.pop("params")  # the record's `params` are the searched parameters
+    record.update(saved)
     record.update(val_acc=val_acc, val_loss=val_loss, trial_s=round(time.time() - start, 2))
     # Written before the final report: a trial that has record.json is finished, whatever Ray saved.
     write_json(out / "record.json", record)

@@ -117,35 +117,40 @@ class Progress(tune.Callback):
     def setup(self, **info: Any) -> None:  # also on resume: the time budget starts again
         self.deadline = time.time() + self.time_budget_s
 
-    def status(self, trials: list) -> str:
+    def parts(self, trials: list) -> tuple[str, str, str]:
+        """(counts, best, time left) of the status line."""
         c = trial_counts(trials, self.stopper.stopped if self.stopper else set())
         ended = c["finished"] + c["stopped_early"] + c["infeasible"] + c["failed"] + c["interrupted"]
-        line = (
+        counts = (
             f"{ended}/{self.trials} ended: {c['finished']} finished, {c['stopped_early']} stopped early, "
             f"{c['infeasible']} infeasible, {c['failed']} failed" + (f", {c['interrupted']} interrupted" if c["interrupted"] else "")
         )
-        line += f"; {c['running']} running"
+        counts += f"; {c['running']} running"
+        best = ""
         feasible = [t for t in trials if (t.last_result or {}).get("final") and not t.last_result.get("infeasible")]
         if feasible:
-            best = max(feasible, key=lambda t: (t.last_result["val_acc"], -t.last_result["cost_bytes"]))
-            kib = best.last_result["cost_bytes"] / 1024
-            line += (
-                f" | best {self.metric} {best.last_result['val_acc']:.4f} at {kib:.1f} KiB ({trial_name(best.experiment_tag, best.config)})"
-            )
+            t = max(feasible, key=lambda t: (t.last_result["val_acc"], -t.last_result["cost_bytes"]))
+            kib = t.last_result["cost_bytes"] / 1024
+            best = f"best {self.metric} {t.last_result['val_acc']:.4f} at {kib:.1f} KiB ({trial_name(t.experiment_tag, t.config)})"
         left = max(0, int(self.deadline - time.time()))
-        return line + f" | {left // 60}m{left % 60:02d}s left"
+        return counts, best, f"{left // 60}m{left % 60:02d}s left"
+
+    def status(self, trials: list) -> str:
+        return " | ".join(p for p in self.parts(trials) if p)
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
-        line = self.status(trials)
+        counts, best, left = self.parts(trials)
         now = time.time()
         if self.tty:
+            # One line rewritten in place; time left and the best first, so a narrow terminal cuts the counts.
             width = shutil.get_terminal_size((120, 20)).columns
+            line = " | ".join(p for p in (left, best, counts) if p)
             print("\r" + line[: width - 1].ljust(width - 1), end="", flush=True)
-        elif line.split(" | ")[0] != self._last_line.split(" | ")[0] or now - self._last_print > self.every_s:
+        elif counts != self._last_line or now - self._last_print > self.every_s:
             # Not a terminal (a log file): a line when the counts change, else every `every_s`.
-            print(line, flush=True)
+            print(" | ".join(p for p in (counts, best, left) if p), flush=True)
             self._last_print = now
-        self._last_line = line
+        self._last_line = counts
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         if self.tty:

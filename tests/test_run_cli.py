@@ -69,9 +69,9 @@ def test_configs_search_yaml_is_the_packaged_file():
 
 
 def test_wheel_ships_the_search_space():
-    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
-    assert "search" in pyproject["tool"]["setuptools"]["packages"]
-    assert "search.yaml" in pyproject["tool"]["setuptools"]["package-data"]["search"]
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "search" in setuptools["packages"]["find"]["include"]
+    assert "search.yaml" in setuptools["package-data"]["search"]
 
 
 def test_search_starts_from_any_directory(tmp_path, monkeypatch, capsys):
