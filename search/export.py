@@ -314,7 +314,9 @@ def plot(
     if done:
         ax.scatter(*zip(*done, strict=True), s=14, color="tab:blue", alpha=0.25, label=f"trials ({ranked})")
     if early:
-        ax.scatter(*zip(*early, strict=True), s=14, color="grey", marker="x", alpha=0.3, label=f"stopped early or interrupted ({ranked}, partial)")
+        ax.scatter(
+            *zip(*early, strict=True), s=14, color="grey", marker="x", alpha=0.3, label=f"stopped early or interrupted ({ranked}, partial)"
+        )
     if front:
         kib = [r["cost_bytes"] / KIB for r in front]
         ax.step(kib, [r["val_acc"] for r in front], where="post", color="tab:blue", lw=1.5, label=f"Pareto front ({ranked}, pooled)")
