@@ -6,6 +6,7 @@ The format is specified in docs/artifact.md; this module writes it and decodes i
 from __future__ import annotations
 
 import json
+import re
 import struct
 from pathlib import Path
 from typing import Any
@@ -14,13 +15,34 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
+from fsdd.features import FeatureConfig
 from fsdd.files import atomic_write
-from search.config import Config
+from search.config import SEED_MAX, Config, ConfigError, from_dict
 from search.size import N_CLASSES, kept_after, layout, weight_shapes
 
 FORMAT = "fsdd-lstm"
 FORMAT_VERSION = "2"  # written; 2 adds per-utterance CMVN (features.cmvn) and the speaker protocol's splits
 READABLE_VERSIONS = ("1", "2")  # version 1 is version 2 with cmvn "none"
+REQUIRED_META = (
+    "hidden_size",
+    "input_size",
+    "classes",
+    "gate_order",
+    "quant_mode",
+    "bits",
+    "scale",
+    "per_channel",
+    "pruned",
+    "features",
+    "split",
+    "split_hash",
+    "seed",
+    "config",
+)  # and format, format_version (read checks them); test_speaker (version 2) and estimate are optional
+STD_MIN = np.float32(1e-5)  # norm.std is clamped to >= 1e-5 (in float32) when it is computed
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+_DECIMAL = re.compile(r"0|[1-9][0-9]*")
+_SPLIT_HASH = re.compile(r"[0-9a-f]{12}")
 
 
 class ArtifactError(ValueError):
@@ -165,12 +187,17 @@ def read(path: str | Path) -> tuple[dict[str, str], dict[str, np.ndarray]]:
         if n > size - 8 or n > 100_000_000:
             raise ArtifactError(f"{path}: not a safetensors file, or truncated (header length {n}, file {size} bytes)")
         try:
-            header = json.loads(f.read(n))
+            header = strict_json(f.read(n))
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise ArtifactError(f"{path}: not a safetensors file (unreadable header)") from None
+        except ValueError as e:  # a key twice, or NaN/Infinity
+            raise ArtifactError(f"{path}: safetensors header: {e}") from None
     if not isinstance(header, dict) or not isinstance(header.get("__metadata__", {}), dict):
         raise ArtifactError(f"{path}: not a safetensors file (header is not a JSON object)")
     meta = header.get("__metadata__") or {}
+    odd = next((k for k, v in meta.items() if not isinstance(v, str)), None)
+    if odd is not None:
+        raise ArtifactError(f"{path}: metadata {_show(odd)} is not a string (safetensors metadata maps strings to strings)")
     if meta.get("format") != FORMAT:
         raise ArtifactError(f"{path}: not an {FORMAT} artifact (format={meta.get('format')!r})")
     if meta.get("format_version") not in READABLE_VERSIONS:
@@ -182,6 +209,180 @@ def read(path: str | Path) -> tuple[dict[str, str], dict[str, np.ndarray]]:
     except (SafetensorError, OSError, ValueError) as e:
         raise ArtifactError(f"{path}: corrupt or truncated safetensors file ({str(e).splitlines()[0]})") from None
     return meta, tensors
+
+
+def strict_json(text: str | bytes) -> Any:
+    """json.loads that refuses an object holding a key twice (json.loads keeps the last silently,
+    so two readers may see two values) and the non-JSON constants NaN and Infinity: ValueError."""
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in items:
+            if k in out:
+                raise ValueError(f"key {_show(k)} appears twice")
+            out[k] = v
+        return out
+
+    def constant(name: str) -> Any:
+        raise ValueError(f"{name} is not a JSON number")
+
+    return json.loads(text, object_pairs_hook=pairs, parse_constant=constant)
+
+
+def _show(value: Any, width: int = 40) -> str:
+    """repr of a value for a one-line message: escaped (no newline can get through) and short."""
+    r = repr(value)
+    return r if len(r) <= width else r[: width - 3] + "..."
+
+
+def _speaker_ok(name: str) -> bool:
+    """A speaker's name as a file name `{digit}_{speaker}_{take}.wav` can hold it: printable, not
+    blank, no '_' (the field separator) and no '/'."""
+    return bool(name.strip()) and name.isprintable() and "_" not in name and "/" not in name
+
+
+def _split_ok(split: str) -> bool:
+    kind, sep, name = split.partition(":")
+    if not sep:
+        return split in ("random", "official", "all")
+    return kind in ("speaker", "loso") and _speaker_ok(name)
+
+
+def validate(meta: dict[str, str], tensors: dict[str, np.ndarray], path: str | Path) -> Config:
+    """Everything docs/artifact.md requires of an artifact that needs no data to check: every
+    metadata value in its allowed set or format and consistent with the stored config, the tensors
+    exactly those of the config's layout, and their contents (positions, scales, finite values).
+    Returns the config; ArtifactError with one line naming the field or tensor otherwise.
+    search.verify and search.deploy both call it before decoding anything."""
+    cfg = _check_metadata(meta, path)
+    _check_tensors(cfg, tensors, path)
+    return cfg
+
+
+def _check_metadata(meta: dict[str, str], path: str | Path) -> Config:
+    missing = [k for k in REQUIRED_META if k not in meta]
+    if missing:
+        raise ArtifactError(f"{path}: metadata lacks {', '.join(missing)}")
+
+    def bad(key: str, expected: str) -> ArtifactError:
+        return ArtifactError(f"{path}: metadata {key} is {_show(meta[key])}; expected {expected}")
+
+    parsed: dict[str, Any] = {}
+    for key in ("classes", "features", "config", "estimate"):
+        if key not in meta:
+            continue
+        try:
+            parsed[key] = strict_json(meta[key])
+        except ValueError as e:
+            raise ArtifactError(f"{path}: metadata {key} is not valid JSON ({str(e).splitlines()[0]})") from None
+        if key != "classes" and not isinstance(parsed[key], dict):
+            raise ArtifactError(f"{path}: metadata {key} is not a JSON object")
+    if parsed["classes"] != [str(d) for d in range(N_CLASSES)]:
+        raise bad("classes", '["0", "1", ..., "9"]')
+    if meta["gate_order"] != "ifgo":
+        raise ArtifactError(f"{path}: metadata gate_order {_show(meta['gate_order'])} is not supported (only ifgo)")
+    for key in ("hidden_size", "input_size", "bits", "seed"):
+        if not _DECIMAL.fullmatch(meta[key]):
+            raise bad(key, "a decimal integer >= 0")
+    if int(meta["seed"]) > SEED_MAX:
+        raise bad("seed", f"an integer in 0..{SEED_MAX}")
+    allowed = {
+        "quant_mode": ("fp32", "ptq_int8", "qat"),
+        "scale": ("none", "float", "po2"),
+        "per_channel": ("true", "false"),
+        "pruned": ("true", "false"),
+    }
+    for key, values in allowed.items():
+        if meta[key] not in values:
+            raise bad(key, " or ".join(values))
+    if not _SPLIT_HASH.fullmatch(meta["split_hash"]):
+        raise bad("split_hash", "12 lower-case hex digits")
+    if not _split_ok(meta["split"]):
+        raise bad("split", "random, official, all, speaker:NAME or loso:NAME")
+    if meta.get("test_speaker") and not _speaker_ok(meta["test_speaker"]):
+        raise bad("test_speaker", "a speaker's name (printable, without '_' or '/') or empty")
+    try:
+        cfg = from_dict(parsed["config"])
+    except ConfigError as e:
+        raise ArtifactError(f"{path}: metadata config: {str(e).splitlines()[0]}") from None
+    try:
+        features = FeatureConfig(**parsed["features"])
+    except (TypeError, ValueError) as e:
+        raise ArtifactError(f"{path}: metadata features: {str(e).splitlines()[0]}") from None
+    if meta["format_version"] == "1" and features.cmvn != "none":
+        raise ArtifactError(f"{path}: format version 1 has no CMVN, but its features say cmvn={features.cmvn!r}")
+    if features != cfg.features:
+        raise ArtifactError(f"{path}: metadata features contradict its config's features")
+    q = cfg.quant
+    implied = {
+        "hidden_size": str(cfg.model.hidden_size),
+        "input_size": str(cfg.features.n_mfcc),
+        "quant_mode": q.mode,
+        "bits": str({"fp32": 32, "ptq_int8": 8}.get(q.mode, q.bits)),
+        "scale": {"fp32": "none", "ptq_int8": "float"}.get(q.mode, q.scale),
+        "per_channel": str(q.mode == "qat" and q.per_channel).lower(),
+        "pruned": str(bool(cfg.prune.schedule)).lower(),
+        "split": cfg.train.split,
+        "seed": str(cfg.train.seed),
+        "test_speaker": cfg.train.test_speaker or "",
+    }
+    for key, want in implied.items():
+        got = meta.get(key, "")  # test_speaker: absent in version 1
+        if got != want:
+            raise ArtifactError(f"{path}: metadata {key} is {_show(got)} but its config says {_show(want)}")
+    return cfg
+
+
+def _check_tensors(cfg: Config, t: dict[str, np.ndarray], path: str | Path) -> None:
+    want = {(e.name, e.dtype, e.shape) for e in layout(cfg)}
+    got = {(k, str(v.dtype), tuple(v.shape)) for k, v in t.items()}
+    if got != want:
+        diff = sorted(f"{n} {d}{list(s)}" for n, d, s in got ^ want)
+        raise ArtifactError(f"{path}: tensors differ from the layout of its config: {', '.join(diff[:4])}")
+    for name, a in t.items():
+        if a.dtype == np.float32 and not np.all(np.isfinite(a)):
+            raise ArtifactError(f"{path}: tensor {name} holds a non-finite value (NaN or infinity)")
+    std = t["norm.std"]
+    if np.any(std < STD_MIN):
+        raise ArtifactError(
+            f"{path}: tensor norm.std holds {float(std.min()):g}; a standard deviation (clamped to >= {STD_MIN:g}) is expected"
+        )
+    q = cfg.quant
+    for name, (rows, cols) in weight_shapes(cfg).items():
+        n = rows * cols
+        nnz = kept_after(n, cfg.prune.schedule) if f"{name}.mask" in t or f"{name}.index" in t else n
+        if f"{name}.mask" in t:
+            bits = np.unpackbits(t[f"{name}.mask"], bitorder="little")
+            if bits[n:].any():
+                raise ArtifactError(f"{path}: tensor {name}.mask sets padding bits beyond position {n - 1} (they must be 0)")
+            if int(bits.sum()) != nnz:
+                raise ArtifactError(f"{path}: tensor {name}.mask has {int(bits.sum())} bits set; its config keeps {nnz} of {n} weights")
+        elif f"{name}.index" in t:
+            idx = t[f"{name}.index"].astype(np.int64)
+            if idx.size and idx.max() >= n:
+                raise ArtifactError(f"{path}: tensor {name}.index holds position {idx.max()}, outside 0..{n - 1}")
+            if np.any(np.diff(idx) <= 0):
+                k = int(np.flatnonzero(np.diff(idx) <= 0)[0]) + 1
+                raise ArtifactError(f"{path}: tensor {name}.index is not strictly increasing ({idx[k - 1]} then {idx[k]} at {k})")
+        if q.mode == "fp32":
+            continue
+        top = 128 if q.mode == "ptq_int8" else 2 ** (q.bits - 1)  # the largest code magnitude
+        if f"{name}.exp" in t:
+            exp = t[f"{name}.exp"].astype(np.int64)
+            hi = 127 - (q.bits - 1)  # 2^exp x 2^(bits-1) <= 2^127 is a finite float32
+            if exp.min() < -126 or exp.max() > hi:
+                bad = int(exp.min() if exp.min() < -126 else exp.max())
+                raise ArtifactError(
+                    f"{path}: tensor {name}.exp holds {bad}, outside -126..{hi} (a normal float32 power of two "
+                    f"whose product with a {q.bits}-bit code is finite)"
+                )
+        else:
+            scale = t[f"{name}.scale"].astype(np.float64)
+            if np.any(scale <= 0) or np.any(scale * top > FLOAT32_MAX):
+                bad = float(scale.min() if np.any(scale <= 0) else scale.max())
+                raise ArtifactError(f"{path}: tensor {name}.scale holds {bad:g}; a scale must be > 0, and {top} x scale a finite float32")
+        if q.mode == "qat" and np.unpackbits(t[f"{name}.q"], bitorder="little")[nnz * q.bits :].any():
+            raise ArtifactError(f"{path}: tensor {name}.q sets unused bits after its {nnz} codes (they must be 0)")
 
 
 def dense_weights(meta: dict[str, str], t: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

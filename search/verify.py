@@ -29,23 +29,10 @@ from fsdd.audio import list_wavs, parse_name, read_wav, trim_silence
 from fsdd.download import resolve_data_dir
 from fsdd.errors import DataError
 from fsdd.splits import make_split
-from search.artifact import ArtifactError, dense_weights, payload_bytes, read
+from search.artifact import ArtifactError, dense_weights, payload_bytes, read, validate
 
 N_CLASSES = 10
 AMIN = 1e-10  # torchaudio AmplitudeToDB("power") clamps the power here before log10
-REQUIRED_META = (
-    "hidden_size",
-    "input_size",
-    "classes",
-    "gate_order",
-    "quant_mode",
-    "bits",
-    "features",
-    "split",
-    "split_hash",
-    "seed",
-    "config",
-)
 
 
 class VerifyError(ValueError):
@@ -223,45 +210,27 @@ def predict(meta: Mapping[str, str], weights: Mapping[str, np.ndarray], wav_path
 
 
 def check_artifact(meta: Mapping[str, str], tensors: Mapping[str, np.ndarray], path: str | Path) -> None:
-    """Metadata keys present and consistent with the stored config, gate order supported, and
-    tensors exactly those that the config's layout (search.size.layout) lists; ArtifactError otherwise."""
-    from fsdd.features import FeatureConfig
-    from search.config import ConfigError, from_dict
-    from search.size import layout
-
-    missing = [k for k in REQUIRED_META if k not in meta]
-    if missing:
-        raise ArtifactError(f"{path}: metadata lacks {', '.join(missing)}")
-    if meta["gate_order"] != "ifgo":
-        raise ArtifactError(f"{path}: gate order {meta['gate_order']!r} is not supported (only ifgo)")
-    try:
-        classes = json.loads(meta["classes"])
-        features = FeatureConfig(**json.loads(meta["features"]))
-        cfg = from_dict(json.loads(meta["config"]))
-        stated = (int(meta["hidden_size"]), int(meta["input_size"]), meta["quant_mode"], int(meta["bits"]))
-    except (ConfigError, ValueError, KeyError, TypeError) as e:
-        raise ArtifactError(f"{path}: malformed metadata ({str(e).splitlines()[0] if str(e) else e!r})") from None
-    q = cfg.quant
-    implied = (cfg.model.hidden_size, cfg.features.n_mfcc, q.mode, {"fp32": 32, "ptq_int8": 8}.get(q.mode, q.bits))
-    if meta["format_version"] == "1" and features.cmvn != "none":
-        raise ArtifactError(f"{path}: format version 1 has no CMVN, but its features say cmvn={features.cmvn!r}")
-    if len(classes) != N_CLASSES or stated != implied or features != cfg.features:
-        raise ArtifactError(f"{path}: metadata contradicts its own config (hidden_size, input_size, quant, features)")
-    want = {(e.name, e.dtype, e.shape) for e in layout(cfg)}
-    got = {(k, str(v.dtype), tuple(v.shape)) for k, v in tensors.items()}
-    if got != want:
-        diff = sorted(f"{n} {d}{list(s)}" for n, d, s in got ^ want)
-        raise ArtifactError(f"{path}: tensors differ from the layout of its config: {', '.join(diff[:4])}")
+    """The artifact as docs/artifact.md requires it (search.artifact.validate, which search.deploy
+    also calls): metadata in its allowed sets and consistent with the stored config, tensors exactly
+    those of the config's layout, positions, scales and values sound; ArtifactError otherwise."""
+    validate(dict(meta), dict(tensors), path)
 
 
 def read_predictions(path: Path) -> dict[str, int]:
+    """The torch model's predictions, {wav file name: class 0-9}; VerifyError with one line if the
+    file cannot be read or is anything else (truncated, a list, a class that is not an integer 0-9)."""
     try:
         raw = json.loads(path.read_text())
-        return {str(k): int(v) for k, v in raw.items()}
     except OSError as e:
         raise VerifyError(f"cannot read predictions {path}: {e.strerror}") from None
-    except (ValueError, TypeError, AttributeError):
-        raise VerifyError(f"{path}: not a JSON object mapping wav file names to classes") from None
+    except ValueError:  # not JSON (truncated, ...), or not UTF-8
+        raw = None
+    if not isinstance(raw, dict):
+        raise VerifyError(f"{path}: not a JSON object mapping wav file names to classes")
+    bad = next((k for k, v in raw.items() if type(v) is not int or not 0 <= v < N_CLASSES), None)
+    if bad is not None:
+        raise VerifyError(f"{path}: the class of {bad!r:.60} is {raw[bad]!r:.20}, not an integer 0-{N_CLASSES - 1}")
+    return raw
 
 
 def verify(
@@ -286,10 +255,7 @@ def verify(
     data_dir = resolve_data_dir(data_dir)
     files = list_wavs(data_dir)
     names = [f.name for f in files]
-    try:
-        seed = int(meta["seed"])
-    except ValueError:
-        raise ArtifactError(f"{artifact_path}: metadata seed {meta['seed']!r} is not an integer") from None
+    seed = int(meta["seed"])  # a decimal integer (check_artifact)
     test_speaker = meta.get("test_speaker") or None  # format version 1: none
     sp = make_split(names, split or meta["split"], seed, test_speaker=test_speaker)
     if split is None and sp.hash != meta["split_hash"]:

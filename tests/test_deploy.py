@@ -13,6 +13,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import wave
 from pathlib import Path
 
 import numpy as np
@@ -20,13 +21,14 @@ import pytest
 
 from fsdd.audio import list_wavs, read_wav
 from fsdd.splits import make_split
-from search import verify
+from search import artifact, verify
 from search.artifact import read
 from search.config import Config, from_dict
 from search.deploy import DeployError, check_device, check_host, deploy, measure, predict_flash
 from search.deploy.__main__ import main
 from search.deploy.calibrate import CORNERS, measure_config, spread
 from search.deploy.clips import split_clips
+from search.deploy.emit import clips_files
 from search.deploy.frontend import front_end
 from search.deploy.measure import measure_folder
 from search.deploy.spec import load
@@ -395,3 +397,214 @@ def test_vendored_cmsis_is_complete() -> None:
     tables = (cmsis / "Source" / "CommonTables" / "arm_fft_tables_f32.c").read_text()
     for n in (32, 64, 128, 256, 512):
         assert f"twiddleCoef_{n}[{2 * n}]" in tables and f"armBitRevIndexTable{n}[" in tables
+
+
+# --------------------------------------------------------------------------- lying artifacts
+
+
+def altered(src: Path, dst: Path, meta: dict[str, str] | None = None, tensors: dict[str, np.ndarray] | None = None) -> Path:
+    """A copy of the artifact `src` with some metadata values and tensors replaced."""
+    m, t = read(src)
+    artifact.write(dst, t | (tensors or {}), m | (meta or {}))
+    return dst
+
+
+def refused(capsys, path: Path, out: Path, *words: str, extra: tuple = ()) -> None:
+    """deploy (also with --check) refuses `path` in one line naming `words`, and writes nothing."""
+    for flags in ((), ("--check",)):
+        one_error(*run_main(capsys, path, "--out", out, "--clips", "0", *flags, *extra), *words)
+        assert not out.exists()
+
+
+C_INJECTION = ' */\n#include "/etc/shadow"\n#error injected\n/* '
+FEATURES = json.dumps(from_dict({"features": SMALL}).features.to_dict(), sort_keys=True)
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("scale", "po2" + C_INJECTION),
+        ("pruned", "false" + C_INJECTION),
+        ("split_hash", "0123456789ab" + C_INJECTION),
+        ("seed", "0" + C_INJECTION),
+        ("split", "random" + C_INJECTION),
+        ("split", "speaker:a\nb"),
+        ("per_channel", "False"),
+        ("quant_mode", "qat\n"),
+        ("bits", "04"),
+        ("gate_order", "ifgo" + C_INJECTION),
+        ("test_speaker", "theo\x01"),
+        ("classes", json.dumps([str(d) for d in range(9)] + ["9" + C_INJECTION])),
+        # A key twice: json.loads keeps the last (valid) value, the first was pasted into the C.
+        ("features", FEATURES[:-1] + ', "cmvn": "none' + C_INJECTION.replace("\n", "\\n").replace('"', '\\"') + '", "cmvn": "none"}'),
+        ("config", '{"model": {"hidden_size": 4}, "model": {"hidden_size": 4}}'),
+        ("features", FEATURES.replace("256", "NaN")),
+    ],
+)
+def test_metadata_reaching_c_is_checked(key: str, value: str, tmp_path: Path, capsys) -> None:
+    """Every metadata value that reaches the generated C is in its allowed set or format
+    (docs/artifact.md section 2), and JSON metadata holds no key twice: refused in one line."""
+    path = altered(small_artifact(tmp_path / "good.safetensors"), tmp_path / "bad.safetensors", {key: value})
+    refused(capsys, path, tmp_path / "out", key)
+
+
+def test_metadata_not_a_number(tmp_path: Path, capsys) -> None:
+    good = small_artifact(tmp_path / "good.safetensors")
+    cases = {"seed": ("-1", "1.5", "", "٣", "99999999999"), "estimate": ("{not json", "[1]", '{"a": 1, "a": 2}')}
+    for key, values in cases.items():
+        for value in values:
+            refused(capsys, altered(good, tmp_path / "bad.safetensors", {key: value}), tmp_path / "out", key)
+
+
+@needs_cc
+def test_strings_in_c_are_escaped(tmp_path: Path, capsys) -> None:
+    """Text that reaches the C from outside (the artifact's file name in comments, clip names in
+    string literals) is escaped: it compiles, and the clip names come back byte for byte."""
+    name = 'm */\n#error injected\n/* "x"??/.safetensors'
+    path = small_artifact(tmp_path / name)
+    rc, _, err = run_main(capsys, path, "--out", tmp_path / "lib", "--clips", "0")
+    assert rc == 0, err
+    lib = tmp_path / "lib"
+    names = ["0_a\x01b_0.wav", '1_"q"\\??/\n\x7f_1.wav', "2_é9_2.wav", "3_x*/y_3.wav"]
+    header, body = clips_files([(n, np.zeros(4, np.int16)) for n in names])
+    (lib / "kws_clips.h").write_text(header)
+    (lib / "kws_clips.c").write_text(body)
+    (lib / "names.c").write_text(
+        '#include <stdio.h>\n#include <string.h>\n#include "kws_clips.h"\n'
+        "int main(void) {\n"
+        "  for (int i = 0; i < KWS_N_CLIPS; i++) fwrite(kws_clips[i].name, 1, strlen(kws_clips[i].name) + 1, stdout);\n"
+        "  return 0;\n}\n"
+    )
+    cmd = "cc -std=c99 -Wall -Werror -I. -fsyntax-only kws_model.c && cc -std=c99 -Wall -Werror -I. names.c kws_clips.c -o names && ./names"
+    r = subprocess.run(cmd, shell=True, cwd=lib, capture_output=True, check=False)
+    assert r.returncode == 0, r.stderr.decode()
+    assert r.stdout == b"".join(n.encode() + b"\0" for n in names)
+    source = (lib / "kws_model.c").read_text() + (lib / "kws_model.h").read_text()
+    assert "#error" not in source.replace("/* kws_model", "").split("*/", 1)[0] or "#error injected" not in source.splitlines()
+
+
+def pruned_artifact(path: Path, hidden: int, schedule: list, **features) -> Path:
+    cfg = from_dict({"model": {"hidden_size": hidden}, "features": SMALL | features, "quant": QAT4, "prune": {"schedule": schedule}})
+    return random_artifact(cfg, path)
+
+
+def test_positions_that_lie(tmp_path: Path, capsys) -> None:
+    """Indices must be strictly increasing and < n, masks must set exactly nnz bits and no padding
+    bit: checked before anything is written (they became a stack-buffer overflow in kws.c's matvec)."""
+    index = pruned_artifact(tmp_path / "index.safetensors", 4, [[0, 0.93]], n_mfcc=13)  # weight_ih: 208 weights, 15 kept
+    mask = pruned_artifact(tmp_path / "mask.safetensors", 3, [[0, 0.5]])  # weight_hh: 36 weights in 5 bytes, 18 kept
+    idx = read(index)[1]["lstm.weight_ih.index"]
+    bits = read(mask)[1]["lstm.weight_hh.mask"]
+    cases = {
+        "past-the-end": (index, "lstm.weight_ih.index", np.concatenate([idx[:-1], [255]]).astype(np.uint8), ("255", "0..207")),
+        "repeated": (index, "lstm.weight_ih.index", np.concatenate([idx[:1], idx[:-1]]).astype(np.uint8), ("increasing",)),
+        "descending": (index, "lstm.weight_ih.index", idx[::-1].copy(), ("increasing",)),
+        "one-bit-more": (mask, "lstm.weight_hh.mask", np.concatenate([bits[:-1] | 0, [bits[-1] | 0x01]]).astype(np.uint8), ()),
+        "padding": (mask, "lstm.weight_hh.mask", np.concatenate([bits[:-1], [bits[-1] | 0x80]]).astype(np.uint8), ("padding",)),
+        "one-bit-less": (mask, "lstm.weight_hh.mask", np.concatenate([[bits[0] & (bits[0] - 1)], bits[1:]]).astype(np.uint8), ("18",)),
+    }
+    for case, (src, name, value, words) in cases.items():
+        if case == "one-bit-more":
+            flat = np.unpackbits(bits, bitorder="little")
+            flat[np.flatnonzero(flat[:36] == 0)[0]] = 1
+            value = np.packbits(flat, bitorder="little")
+        path = altered(src, tmp_path / f"{case}.safetensors", tensors={name: value})
+        refused(capsys, path, tmp_path / "out", name, *words)
+        rc, out, err = run_verify(capsys, path)
+        one_error(rc, out, err, name, *words)
+
+
+def run_verify(capsys, path: Path) -> tuple[int, list[str], list[str]]:
+    rc = verify.main([str(path), "--data-dir", str(path.parent)])
+    out, err = capsys.readouterr()
+    return rc, out.splitlines(), err.splitlines()
+
+
+def test_values_that_lie(tmp_path: Path, capsys) -> None:
+    """norm.std <= 0 or below its 1e-5 clamp, non-finite values, po2 exponents whose weights
+    overflow float32, float scales that are not positive and finite: one line, nothing written."""
+    po2 = small_artifact(tmp_path / "po2.safetensors")
+    fl = random_artifact(
+        from_dict({"model": {"hidden_size": 4}, "features": SMALL, "quant": qat(3, "float", True)}), tmp_path / "f.safetensors"
+    )
+    fp = random_artifact(
+        from_dict({"model": {"hidden_size": 4}, "features": SMALL, "prune": {"schedule": [[0, 0.5]]}}), tmp_path / "fp.safetensors"
+    )
+    ones, nan, inf = np.ones(10, np.float32), np.float32("nan"), np.float32("inf")
+    values = read(fp)[1]["fc.weight.values"]
+    cases = [
+        (po2, "norm.std", ones * 0, ("norm.std", "1e-05")),
+        (po2, "norm.std", -ones, ("norm.std",)),
+        (po2, "norm.std", np.where(np.arange(10) == 3, nan, ones).astype(np.float32), ("norm.std", "non-finite")),
+        (po2, "norm.std", ones * 1e-7, ("norm.std",)),
+        (po2, "lstm.weight_ih.exp", np.array([127], np.int8), ("lstm.weight_ih.exp", "127")),
+        (po2, "fc.weight.exp", np.array([-127], np.int8), ("fc.weight.exp", "-127")),
+        (po2, "lstm.bias", np.full(16, inf, np.float32), ("lstm.bias", "non-finite")),
+        (fl, "fc.weight.scale", np.zeros(10, np.float32), ("fc.weight.scale",)),
+        (fl, "fc.weight.scale", -np.ones(10, np.float32), ("fc.weight.scale",)),
+        (fl, "fc.weight.scale", np.full(10, 3e38, np.float32), ("fc.weight.scale",)),
+        (fl, "lstm.weight_hh.scale", np.full(16, nan, np.float32), ("lstm.weight_hh.scale", "non-finite")),
+        (fp, "fc.weight.values", np.where(np.arange(values.size) == 0, nan, values).astype(np.float32), ("fc.weight.values",)),
+    ]
+    for k, (src, name, value, words) in enumerate(cases):
+        path = altered(src, tmp_path / f"bad{k}.safetensors", tensors={name: value})
+        refused(capsys, path, tmp_path / "out", *words)
+        one_error(*run_verify(capsys, path), *words)
+
+
+def test_bad_predictions_with_check(tmp_path: Path, capsys) -> None:
+    """--check reads the torch predictions beside the artifact as search.verify does: a truncated
+    file, a list or a class that is not an integer 0-9 is one line, before anything is written."""
+    path = small_artifact(tmp_path / "m.safetensors")
+    for text in ('{"0_a_0.wav": 1', "[1, 2]", '{"0_a_0.wav": 1.5}', '{"0_a_0.wav": "1"}', '{"0_a_0.wav": 10}', '{"0_a_0.wav": true}'):
+        (tmp_path / "predictions.json").write_text(text)
+        one_error(*run_main(capsys, path, "--out", tmp_path / "out", "--clips", "0", "--check"), "predictions.json")
+        assert not (tmp_path / "out").exists()
+    (tmp_path / "m.predictions.json").write_text("")  # NAME.predictions.json comes first
+    one_error(*run_main(capsys, path, "--out", tmp_path / "out", "--check"), "m.predictions.json")
+
+
+def test_out_holding_the_input(tmp_path: Path, capsys) -> None:
+    """--out that is, or contains, the artifact's folder (or the data), even with --force: refused
+    before anything is touched; the artifact and its predictions stay."""
+    run = tmp_path / "runs" / "run1"
+    run.mkdir(parents=True)
+    path = small_artifact(run / "model.safetensors")
+    (run / "predictions.json").write_text("{}")
+    before = {p: p.read_bytes() for p in run.iterdir()}
+    (tmp_path / "link").symlink_to(run)
+    for out in (run, tmp_path / "runs", tmp_path, tmp_path / "link", run / "model.safetensors", Path(os.path.relpath(run))):
+        for flags in ((), ("--force",)):
+            one_error(*run_main(capsys, path, "--out", out, "--clips", "0", *flags), "--out", "the artifact")
+            assert {p: p.read_bytes() for p in run.iterdir()} == before
+    # The artifact reached through a link inside --out: deleting the link is deleting the user's file.
+    holder = tmp_path / "holder"
+    holder.mkdir()
+    (holder / "m.safetensors").symlink_to(path)
+    one_error(*run_main(capsys, holder / "m.safetensors", "--out", holder, "--clips", "0", "--force"), "the artifact")
+    assert (holder / "m.safetensors").is_symlink()
+    # The data folder the device clips come from.
+    data = tmp_path / "lib" / "data"
+    hash_ = tiny_data(data)
+    art = random_artifact(
+        from_dict({"model": {"hidden_size": 4}, "features": SMALL, "quant": QAT4}), tmp_path / "d.safetensors", split_hash=hash_
+    )
+    one_error(*run_main(capsys, art, "--out", tmp_path / "lib", "--data-dir", data, "--clips", "2", "--force"), "the data folder")
+    assert len(list(data.glob("*.wav"))) == 200
+    rc, lines, err = run_main(capsys, art, "--out", tmp_path / "lib2", "--data-dir", data, "--clips", "2")
+    assert rc == 0 and json.loads(lines[-1])["device_clips"] == 2, err
+
+
+def tiny_data(folder: Path) -> str:
+    """200 wavs of 0.1 s noise (10 digits x 2 speakers x 10 takes); the hash of their random split, seed 0."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for d in range(10):
+        for speaker in ("ann", "bob"):
+            for take in range(10):
+                with wave.open(str(folder / f"{d}_{speaker}_{take}.wav"), "wb") as w:
+                    w.setnchannels(1)
+                    w.setsampwidth(2)
+                    w.setframerate(8000)
+                    w.writeframes(rng.integers(-3000, 3000, 800).astype("<i2").tobytes())
+    return make_split([f.name for f in list_wavs(folder)], "random", 0).hash

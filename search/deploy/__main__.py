@@ -16,7 +16,7 @@ from pathlib import Path
 
 from fsdd.errors import DataError
 from search.deploy.build import deploy
-from search.deploy.check import check_device, check_host
+from search.deploy.check import check_device, check_host, torch_predictions
 from search.deploy.clips import split_clips
 from search.deploy.errors import DeployError
 from search.deploy.measure import measure_folder
@@ -28,6 +28,8 @@ def run(args: argparse.Namespace) -> dict:
         require(ARM_CC, QEMU)  # before writing anything
     if args.measure:
         require(ARM_CC)
+    if args.check:
+        torch_predictions(args.artifact)  # a bad predictions file is refused before anything is written
     dep = deploy(args.artifact, args.out, force=args.force, data_dir=args.data_dir, device_clips=args.clips, transform=args.transform)
     result: dict = {"out": str(dep.out), "size_bytes": sum(dep.spec.tensor_bytes.values()), "device_clips": len(dep.device_clips)}
     if dep.note:

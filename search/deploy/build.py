@@ -8,11 +8,10 @@ from pathlib import Path
 
 from fsdd.audio import parse_name
 from fsdd.errors import DataError
-from search.artifact import read
 from search.deploy.clips import pcm16, split_clips
 from search.deploy.errors import DeployError
-from search.deploy.library import prepare_out, write_library
-from search.deploy.spec import ModelSpec, load
+from search.deploy.library import prepare_out, refuse_overlap, render_library, write_library
+from search.deploy.spec import ModelSpec, from_config, read_artifact
 
 
 @dataclass(frozen=True)
@@ -48,19 +47,27 @@ def deploy(
     """Write the library of `artifact` into `out` (refused if it exists and is not empty, unless
     `force`). Up to `device_clips` test clips of the artifact's split (from `data_dir`, else
     $FSDD_DIR or the download cache; never downloaded here) go into the device test program.
-    `transform`: fft, dft, or auto (the one that suits the model's n_fft; docs/deploy.md)."""
-    spec = load(artifact, transform)
-    meta, _ = read(artifact)
-    out = Path(out)
+    `transform`: fft, dft, or auto (the one that suits the model's n_fft; docs/deploy.md).
+
+    Everything is checked, and every file rendered, before `out` is touched: a bad artifact, or an
+    `out` that holds the artifact or the data, leaves it as it was."""
+    artifact, out = Path(artifact), Path(out)
+    refuse_overlap(out, [("the artifact", artifact)])
+    meta, tensors, cfg = read_artifact(artifact)
+    spec = from_config(cfg, tensors, where=str(artifact), transform=transform)
     clips, note = [], ""
     if device_clips > 0:
         try:
-            clips = [(w.name, pcm16(w)) for w in pick(split_clips(meta, data_dir), device_clips)]
+            wavs = pick(split_clips(meta, data_dir), device_clips)
+            clips = [(w.name, pcm16(w)) for w in wavs]
         except DataError as e:
             note = f"no test clips compiled in ({str(e).splitlines()[0]}); the device program classifies one second of silence"
+        else:
+            refuse_overlap(out, [("the data folder", wavs[0].parent)] + [("the clip", w) for w in wavs])
+    rendered = render_library(spec, artifact.name, meta, clips)
     try:
         prepare_out(out, force)
+        write_library(spec, out, artifact.name, rendered=rendered)
     except OSError as e:
-        raise DeployError(f"--out {out}: {e.strerror}") from None
-    write_library(spec, out, Path(artifact).name, meta, clips)
+        raise DeployError(f"--out {out}: {e.strerror or e}" + (f" ({e.filename})" if e.filename else "")) from None
     return Deployment(out, spec, meta, tuple(name for name, _ in clips), note)

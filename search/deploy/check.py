@@ -3,17 +3,18 @@ clip of the artifact's split, and the Cortex-M4 build under QEMU against the hos
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from fsdd.audio import parse_name
-from search.artifact import dense_weights, read
+from search.artifact import dense_weights
 from search.deploy.clips import reference_logits, split_clips
 from search.deploy.errors import DeployError
 from search.deploy.runner import run_device, run_host
+from search.deploy.spec import read_artifact
+from search.verify import VerifyError, read_predictions
 
 INSTRUCTIONS_PER_TICK = 40  # QEMU -icount shift=0: 1 instruction per ns; the board's timer runs at 25 MHz
 
@@ -46,19 +47,27 @@ class DeviceAgreement:
         return asdict(self)
 
 
-def _torch_predictions(artifact: Path) -> dict[str, int] | None:
+def torch_predictions(artifact: str | Path) -> dict[str, int] | None:
+    """The torch model's predictions beside the artifact (NAME.predictions.json, else
+    predictions.json), as search.verify reads them; None if there are none; DeployError with one
+    line if the file is unreadable or not {wav name: class 0-9}."""
+    artifact = Path(artifact)
     beside = artifact.with_suffix(".predictions.json")
     path = beside if beside.is_file() else artifact.parent / "predictions.json"
     if not path.is_file():
         return None
-    return {str(k): int(v) for k, v in json.loads(path.read_text()).items()}
+    try:
+        return read_predictions(path)
+    except VerifyError as e:
+        raise DeployError(str(e).splitlines()[0]) from None
 
 
 def check_host(artifact: str | Path, folder: str | Path, data_dir: str | Path | None = None) -> HostAgreement:
     """Build the host program in `folder` (the artifact's deployed library) and compare it with the
     numpy reference on every clip of the artifact's split."""
     artifact = Path(artifact)
-    meta, tensors = read(artifact)
+    meta, tensors, _ = read_artifact(artifact)
+    torch_pred = torch_predictions(artifact)
     weights = dense_weights(meta, tensors)
     wavs = split_clips(meta, data_dir)
     got = run_host(Path(folder), wavs)
@@ -66,7 +75,6 @@ def check_host(artifact: str | Path, folder: str | Path, data_dir: str | Path | 
     diffs = [float(np.max(np.abs(np.array(g.logits) - r))) for g, r in zip(got, ref, strict=True)]
     agree = sum(int(g.pred == int(np.argmax(r))) for g, r in zip(got, ref, strict=True))
     labels = [parse_name(w.name)[0] for w in wavs]
-    torch_pred = _torch_predictions(artifact)
     torch_agree = None
     if torch_pred:
         pairs = [(g.pred, torch_pred[w.name]) for g, w in zip(got, wavs, strict=True) if w.name in torch_pred]

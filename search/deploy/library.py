@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +20,16 @@ LIBRARY_FILES = ("kws.h", "kws.c")
 HARNESS_FILES = ("Makefile", "host_main.c", "device_main.c", "measure_main.c", "startup.c", "link.ld")
 
 
+def refuse_overlap(out: Path, inputs: Sequence[tuple[str, Path]]) -> None:
+    """DeployError if `out` is, or contains, one of the `inputs` (what, path): replacing its
+    contents would delete them. Checked on the paths as given and with every link resolved."""
+    outs = {Path(os.path.abspath(out)), out.resolve()}
+    for what, path in inputs:
+        for p in {Path(os.path.abspath(path)), path.parent.resolve() / path.name, path.resolve()}:
+            if any(o == p or o in p.parents for o in outs):
+                raise DeployError(f"--out {out} is or contains {what} {path}: choose a folder outside it (its contents are replaced)")
+
+
 def prepare_out(out: Path, force: bool) -> None:
     """Create `out`, refusing one that exists and is not empty unless `force` (then its contents are replaced)."""
     if out.exists() and not out.is_dir():
@@ -31,21 +42,38 @@ def prepare_out(out: Path, force: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
+def render_library(
+    spec: ModelSpec,
+    source: str,
+    meta: dict[str, str] | None = None,
+    clips: Sequence[tuple[str, np.ndarray]] = (),
+) -> dict[str, str]:
+    """The generated files of the library by name, rendered in memory (so that nothing is written
+    when rendering fails). `clips` (name, int16 samples) are compiled into the device test program;
+    without them it classifies one second of silence."""
+    header, body = clips_files(list(clips) or [("silence", np.zeros(8000, dtype=np.int16))])
+    return {
+        "kws_model.h": model_header(spec, source),
+        "kws_model.c": model_source(spec, source, meta),
+        "kws_clips.h": header,
+        "kws_clips.c": body,
+    }
+
+
 def write_library(
     spec: ModelSpec,
     out: Path,
     source: str,
     meta: dict[str, str] | None = None,
     clips: Sequence[tuple[str, np.ndarray]] = (),
+    rendered: dict[str, str] | None = None,
 ) -> None:
-    """Write every file of the library into the existing folder `out`. `clips` (name, int16 samples)
-    are compiled into the device test program; without them it classifies one second of silence."""
+    """Write every file of the library into the existing folder `out`: the templates, CMSIS-DSP
+    for the FFT, and the generated files (`rendered`, else render_library of the other arguments)."""
+    files = rendered if rendered is not None else render_library(spec, source, meta, clips)
     for name in LIBRARY_FILES + HARNESS_FILES:
         shutil.copyfile(TEMPLATES / name, out / name)
     if spec.front.transform == "fft":  # the DFT is kws.c's own: no vendored code
         shutil.copytree(CMSIS, out / "cmsis", dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
-    (out / "kws_model.h").write_text(model_header(spec, source))
-    (out / "kws_model.c").write_text(model_source(spec, source, meta))
-    header, body = clips_files(list(clips) or [("silence", np.zeros(8000, dtype=np.int16))])
-    (out / "kws_clips.h").write_text(header)
-    (out / "kws_clips.c").write_text(body)
+    for name, text in files.items():
+        (out / name).write_text(text)

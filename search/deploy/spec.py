@@ -3,14 +3,13 @@ an artifact (`load`) or, before training, from a configuration alone (`from_conf
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from search.artifact import ArtifactError, read
-from search.config import Config, ConfigError, from_dict
+from search.artifact import ArtifactError, read, validate
+from search.config import Config, ConfigError
 from search.deploy.errors import DeployError
 from search.deploy.frontend import FrontEnd, front_end
 from search.size import kept_after, layout, weight_shapes
@@ -100,26 +99,21 @@ def from_config(cfg: Config, tensors: dict[str, np.ndarray] | None = None, where
     )
 
 
-def load(path: str | Path, transform: str = "auto") -> ModelSpec:
-    """The spec of an artifact file, checked (search.verify.check_artifact); DeployError with one line otherwise."""
-    from search.verify import check_artifact
-
+def read_artifact(path: str | Path) -> tuple[dict[str, str], dict[str, np.ndarray], Config]:
+    """Metadata, tensors and config of an artifact file, checked as search.verify checks it
+    (search.artifact.validate); DeployError with one line otherwise."""
     path = Path(path)
     try:
         meta, tensors = read(path)
-        check_artifact(meta, tensors, path)
-        cfg = from_dict(json.loads(meta["config"]))
+        cfg = validate(meta, tensors, path)
     except ArtifactError as e:
         raise DeployError(str(e).splitlines()[0]) from None
     except (ConfigError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise DeployError(f"{path}: malformed artifact ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
-    spec = from_config(cfg, tensors, where=str(path), transform=transform)
-    for m in spec.matrices:
-        if spec.po2:
-            exp = spec.tensors[m.scale].astype(np.int32)
-            if exp.min() < -126 or exp.max() > 127:
-                raise DeployError(f"{path}: {m.name}.exp holds {exp.min()}..{exp.max()}, outside -126..127 (a float32 normal power of two)")
-    bad = [k for k, v in spec.tensors.items() if v.dtype == np.float32 and not np.all(np.isfinite(v))]
-    if bad:
-        raise DeployError(f"{path}: tensor {bad[0]} holds a non-finite value")
-    return spec
+    return meta, tensors, cfg
+
+
+def load(path: str | Path, transform: str = "auto") -> ModelSpec:
+    """The spec of an artifact file, checked (read_artifact); DeployError with one line otherwise."""
+    _, tensors, cfg = read_artifact(path)
+    return from_config(cfg, tensors, where=str(path), transform=transform)
