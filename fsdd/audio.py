@@ -124,5 +124,9 @@ def list_wavs(data_dir: str | Path) -> list[Path]:
     if broken:
         raise DataError(f"{broken[0]}: not a readable file (broken link?)")
     for f in files:
+        try:
+            f.name.encode("utf-8")
+        except UnicodeEncodeError:  # bytes that are not UTF-8: names are hashed and written as text later
+            raise DataError(f"{data_dir / ascii(f.name)[1:-1]}: file name is not valid UTF-8; rename it") from None
         parse_name(str(f))
     return files

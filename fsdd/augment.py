@@ -40,6 +40,10 @@ class AugmentConfig:
             v = getattr(self, name)
             if any(not (0.5 <= f <= 2.0) or f == 1.0 for f in v) or len(set(v)) != len(v):
                 raise ValueError(f"{name} must be distinct factors in [0.5, 2] other than 1 (1 is the original), got {list(v)}")
+            # Hundredths: 8000 Hz x factor is then a multiple of 80 Hz, so the resampling ratio
+            # stays small (0.5001 would resample 4001 -> 8000 Hz, ten times slower).
+            if any(abs(f * 100 - round(f * 100)) > 1e-9 for f in v):
+                raise ValueError(f"{name} must be multiples of 0.01, got {list(v)}")
         if self.noise_snr_db is not None and not (-10.0 <= self.noise_snr_db <= 60.0):
             raise ValueError(f"noise_snr_db must be in [-10, 60] dB (or null), got {self.noise_snr_db}")
         for name in ("time_masks", "time_mask_frames"):

@@ -115,7 +115,10 @@ def expand_schedule(raw: Any, where: str = "prune.schedule") -> tuple[tuple[int,
                 raise ConfigError(f"{where}[{i}]: a range needs exactly the fields from, to, rate")
             at = f"{where}[{i}]"
             rate = _num(s["rate"], at)
-            steps += [(e, rate) for e in range(_int(s["from"], at), _int(s["to"], at) + 1)]
+            first, last = _int(s["from"], at), _int(s["to"], at)
+            if first > last:
+                raise ConfigError(f"{at}: from ({first}) must not be after to ({last})")
+            steps += [(e, rate) for e in range(first, last + 1)]
         elif isinstance(s, list | tuple) and len(s) == 2:
             steps.append((_int(s[0], f"{where}[{i}]"), _num(s[1], f"{where}[{i}]")))
         else:
@@ -141,6 +144,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, int | float) and not isinstance(value, bool):
             if not math.isfinite(value):  # YAML's .nan and .inf are floats
                 raise ConfigError(f"{where}: expected a finite number, got {value!r}")
@@ -204,6 +212,8 @@ def load_config(path: str | Path) -> Config:
         raw = yaml.safe_load(path.read_text())
     except OSError as e:
         raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""

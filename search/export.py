@@ -23,11 +23,14 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from safetensors import SafetensorError
+
 from fsdd.errors import DataError
 from fsdd.files import atomic_write, write_json
 from fsdd.splits import PROTOCOL_SPEAKERS
 from search.artifact import ArtifactError
 from search.config import Config, ConfigError, from_dict
+from search.errors import SearchError
 from search.selection import cost, pareto_front, record_key
 from search.size import KIB
 
@@ -51,8 +54,7 @@ def finished_records(run_dir: Path) -> list[dict[str, Any]]:
         try:
             r = json.loads(f.read_text())
             from_dict(json.loads((f.parent / "config.json").read_text()))
-            if not isinstance(r, dict) or not {"val_acc", "size_bytes", "quant", "hidden_size"} <= set(r):
-                raise ValueError("not a trial record")
+            check_record(r)
         except (OSError, ValueError) as e:  # JSONDecodeError and ConfigError are ValueErrors
             print(f"warning: {f.parent.name}: its record cannot be used ({str(e).splitlines()[0]}); left out", file=sys.stderr)
             continue
@@ -61,15 +63,47 @@ def finished_records(run_dir: Path) -> list[dict[str, Any]]:
     return out
 
 
+def check_record(r: Any) -> None:
+    """ValueError unless `r` is a trial record as the trainable writes it (the fields the export reads)."""
+    if not isinstance(r, dict):
+        raise ValueError("not a JSON object")
+    numbers = {"val_acc": float, "size_bytes": int, "hidden_size": int}
+    for key, kind in numbers.items():
+        v = r.get(key)
+        if isinstance(v, bool) or not isinstance(v, int | float) or (kind is int and not isinstance(v, int)) or v != v:
+            raise ValueError(f"{key} is {v!r}")
+    if not isinstance(r.get("quant"), str):
+        raise ValueError(f"quant is {r.get('quant')!r}")
+    if r.get("protocol") == PROTOCOL_SPEAKERS:
+        from search.speakers import FoldResult
+
+        if not isinstance(r.get("folds"), list) or not r["folds"]:
+            raise ValueError("no folds")
+        for fold in r["folds"]:
+            try:
+                ok = FoldResult.from_dict(fold).n > 0
+            except (KeyError, TypeError, AttributeError):
+                ok = False
+            if not ok:
+                raise ValueError(f"a fold is {str(fold)[:60]}")
+        for key in ("new_speaker_mean", "new_speaker_worst", "worst_speaker", "val_loss"):
+            if key not in r:
+                raise ValueError(f"no {key}")
+
+
 def all_points(run_dir: Path) -> list[tuple[float, float, bool]]:
     """(KiB, ranked accuracy, finished) of the last report of every trial Ray recorded (faint dots)."""
     points = []
     for f in run_dir.glob("*/result.json"):
-        lines = f.read_text().strip().splitlines()
-        if lines:
-            last = json.loads(lines[-1])
-            if not last.get("infeasible") and "size_bytes" in last:
-                points.append((cost(last) / KIB, last["val_acc"], bool(last.get("final"))))
+        for line in reversed(f.read_text().strip().splitlines()):
+            try:  # a process killed while Ray wrote the log leaves its last line cut: take the last whole one
+                last = json.loads(line)
+                point = (cost(last) / KIB, float(last["val_acc"]), bool(last.get("final")))
+            except (ValueError, KeyError, TypeError, AttributeError):
+                continue
+            if not last.get("infeasible"):
+                points.append(point)
+            break
     return points
 
 
@@ -94,8 +128,12 @@ def refit(trial_dir: str, out_dir: str, data_dir: str, cache_dir: str | None, es
 
     out = Path(out_dir)
     done = out / "refit.json"
-    if done.is_file():
-        return json.loads(done.read_text())
+    try:
+        record = json.loads(done.read_text())
+        if isinstance(record, dict) and {"verify", "test_acc", "artifact"} <= set(record) and (out / "model.safetensors").is_file():
+            return record
+    except (OSError, ValueError):  # not there, or cut short: refit again
+        pass
     quiet()
     cfg = refit_config(from_dict(json.loads((Path(trial_dir) / "config.json").read_text())))
     dm = make_datamodule(cfg, data_dir, cache_dir)
@@ -141,14 +179,22 @@ def export(
         raise DataError(f"{settings_file}: not a readable search settings file ({str(e).splitlines()[0]})") from None
     if missing:
         raise DataError(f"{settings_file}: not a search settings file (lacks {', '.join(sorted(missing))})")
+    from search.run import check_settings
+
+    try:
+        check_settings(settings, settings_file)
+    except SearchError as e:
+        raise DataError(str(e).replace("the run cannot be resumed; start a new one", "not a run this version can export")) from None
     budget = settings["budget_bytes"]
     data_dir = str(data_dir or settings["data_dir"])
     cache_dir = cache_dir or settings["cache_dir"]
     speakers = settings["base"]["train"]["split"] == PROTOCOL_SPEAKERS
     records = finished_records(run_dir)
-    feasible = [r for r in records if cost(r) <= budget and (speakers or r.get("artifact"))]
+    feasible = [r for r in records if cost(r) <= budget and (speakers or _has_model(r))]
     front = pareto_front(feasible)
-    art_dir = run_dir / "artifacts"
+    # The new front's files are made beside the old ones and swapped in at the end: an export that
+    # fails half-way leaves the previous front (pareto.* and artifacts/) as it was.
+    art_dir = run_dir / ".artifacts.new"
     shutil.rmtree(art_dir, ignore_errors=True)
     art_dir.mkdir(parents=True)
     if speakers:
@@ -157,6 +203,8 @@ def export(
         rows = [_speaker_row(rank, r, out, run_dir, art_dir) for rank, (r, out) in pairs]
     else:
         rows = _random_rows(front, run_dir, art_dir, data_dir, cache_dir, verify)
+    for row in rows:
+        row["artifact"] = str(Path("artifacts") / Path(row["artifact"]).name)
     # The winner is chosen on what the search ranks (test accuracy only reports it): the top of the front.
     winner = max(rows, key=lambda x: (*record_key(x), -x["cost_bytes"])) if rows else None
     summary = {
@@ -181,9 +229,20 @@ def export(
 
     atomic_write(run_dir / "pareto.csv", write_csv)
     plot(run_dir / "pareto.png", all_points(run_dir), rows, budget, speakers, settings.get("budget_on", "weights"))
+    shutil.rmtree(run_dir / "artifacts", ignore_errors=True)
+    art_dir.rename(run_dir / "artifacts")
     if speakers and winner is not None:
         plot_confusions(run_dir / "confusion.png", winner)
     return summary
+
+
+def _has_model(r: dict[str, Any]) -> bool:
+    """A random-split trial's front needs its weights and artifact; one that lost them is left out, with a warning."""
+    trial = Path(r["trial_dir"])
+    missing = [n for n in ("weights.safetensors", "model.safetensors") if not (trial / n).is_file()]
+    if r.get("artifact") and missing:
+        print(f"warning: {trial.name}: {', '.join(missing)} missing; left out of the front", file=sys.stderr)
+    return bool(r.get("artifact")) and not missing
 
 
 def _copy_artifact(rank: int, r: dict[str, Any], src: Path, art_dir: Path) -> Path:
@@ -271,9 +330,13 @@ def _random_rows(front: list[dict], run_dir: Path, art_dir: Path, data_dir: str,
         key = json.dumps([cfg.features.to_dict(), cfg.augment.to_dict(), cfg.train.split, cfg.train.seed])
         if key not in datamodules:
             datamodules[key] = make_datamodule(cfg, data_dir, cache_dir)
-        test_acc = test(cfg, load_net(cfg, trial / "weights.safetensors"), datamodules[key], trial)
-        artifact = _copy_artifact(rank, r, trial, art_dir)
-        check = verify(artifact, data_dir)
+        try:
+            test_acc = test(cfg, load_net(cfg, trial / "weights.safetensors"), datamodules[key], trial)
+            artifact = _copy_artifact(rank, r, trial, art_dir)
+            check = verify(artifact, data_dir)
+        except (SafetensorError, ArtifactError, RuntimeError, OSError) as e:  # damaged files: this member only
+            print(f"warning: {trial.name}: {str(e).splitlines()[0]}; left out of the front", file=sys.stderr)
+            continue
         rows.append(
             {
                 **_common(rank, r, cfg, artifact, run_dir, check),

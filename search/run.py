@@ -25,16 +25,13 @@ from fsdd.download import resolve_data_dir
 from fsdd.errors import DataError
 from fsdd.features import load_features
 from fsdd.splits import PROTOCOL_SPEAKERS, fold_kinds, make_split
-from search.config import Config, ConfigError
+from search.config import Config, ConfigError, from_dict
+from search.errors import SearchError
 from search.size import KIB
-from search.space import BUDGET_ON, SearchConfig, load_search_config, smallest_size
+from search.space import BUDGET_ON, SearchConfig, load_search_config, smallest_ram, smallest_size
 
 DEFAULT_TRIALS = 150
 DEFAULT_TIME_BUDGET = "35m"  # + the refit and export of the front: within 45 min here
-
-
-class SearchError(Exception):
-    """A run that cannot start: name collision, unreachable cluster, impossible budget."""
 
 
 def parse_duration(text: str) -> float:
@@ -143,13 +140,35 @@ def check_data(base: Config, data_dir: str, cache_dir: str | None) -> None:
     """Before Ray starts, DataError with one line if the data cannot serve the search: an unusable
     clip (read once here for the base features, which also warms the feature cache for the
     trials), or a split, or speaker-protocol folds, that this data cannot make."""
+    t = base.train
+    if t.split in ("all",) or t.split.startswith("loso:"):
+        raise SearchError(
+            f"--split {t.split} is one part of the speaker protocol, not a protocol to search with: "
+            f"use {PROTOCOL_SPEAKERS} (every loso fold), random, official or speaker:NAME"
+        )
     load_features(data_dir, base.features, cache_dir)
     names = [f.name for f in list_wavs(data_dir)]
-    t = base.train
     if t.split == PROTOCOL_SPEAKERS:
         fold_kinds(names, t.test_speaker)
     else:
         make_split(names, t.split, t.seed, test_speaker=t.test_speaker)
+
+
+def check_settings(settings: dict[str, Any], path: Path) -> None:
+    """A saved run's settings are what this version writes (types and values), or SearchError:
+    a resumed run must not fail deep inside Ray on a settings file that was edited or damaged."""
+    from search.space import space_from_dict
+
+    ints = ("budget_bytes", "trials", "cpus_per_trial")
+    try:
+        bad = [k for k in ints if isinstance(settings[k], bool) or not isinstance(settings[k], int) or settings[k] < 1]
+        if not isinstance(settings["time_budget_s"], int | float) or not settings["time_budget_s"] > 0:
+            bad.append("time_budget_s")
+        if bad:
+            raise ValueError(f"{', '.join(bad)} must be positive numbers")
+        SearchConfig(from_dict(settings["base"]), space_from_dict(settings["space"]))
+    except (ConfigError, ValueError, TypeError, KeyError) as e:
+        raise SearchError(f"{path}: {str(e).splitlines()[0]}: the run cannot be resumed; start a new one") from None
 
 
 def prepare(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
@@ -170,6 +189,7 @@ def prepare(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
             raise SearchError(f"{run_dir / 'search.json'} cannot be read: the run cannot be resumed; start a new one") from None
         if missing:
             raise SearchError(f"{run_dir / 'search.json'} lacks {', '.join(sorted(missing))}: the run cannot be resumed; start a new one")
+        check_settings(settings, run_dir / "search.json")
         return run_dir, settings
     if args.budget_kb is None:
         raise SearchError("--budget-kb is required, e.g. --budget-kb 36")
@@ -180,6 +200,13 @@ def prepare(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
     sc = SearchConfig(base, sc.space)
     budget = int(args.budget_kb * KIB)
     smallest = smallest_size(sc, args.budget_on)
+    if args.ram_kb is not None:
+        ram = smallest_ram(sc)
+        if ram > args.ram_kb * KIB:
+            raise SearchError(
+                f"--ram-kb {args.ram_kb:g} ({int(args.ram_kb * KIB)} B) is below the RAM of the smallest model's C library "
+                f"in the space ({ram} B, predicted); raise --ram-kb or use smaller front ends (n_fft) in {args.config}"
+            )
     if budget < smallest:
         raise SearchError(
             f"budget {args.budget_kb:g} KiB ({budget} B) is below the smallest model in the space "
@@ -214,13 +241,18 @@ def prepare(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
 
 def main(argv: Sequence[str] | None = None, trial_fn: Any = None) -> int:
     """CLI entry point. `trial_fn` replaces the trial function (tests inject failures with it)."""
+    from search.deploy import DeployError
+
     args = parse_args(argv)
     try:
         run_dir, settings = prepare(args)
         if args.address:
             check_address(args.address)
-    except (SearchError, ConfigError, DataError) as e:
+    except (SearchError, ConfigError, DataError, DeployError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a path that cannot be made or read: a file where a folder must be, a name too long
+        print(f"error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
         return 2
     if not args.address:
         # Local run: keep Ray on 127.0.0.1 (by default it binds the external interface). Read at import.
@@ -231,6 +263,9 @@ def main(argv: Sequence[str] | None = None, trial_fn: Any = None) -> int:
         return run_search(run_dir, settings, args, **({"trial_fn": trial_fn} if trial_fn else {}))
     except (SearchError, ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
         return 2
 
 

@@ -107,6 +107,13 @@ def check_against_base(sc: SearchConfig) -> None:
     """Every front end the space can pick must be valid with the base features (checked here,
     in the driver, because the define-by-run function must never raise)."""
     s, f = sc.space, sc.base.features
+    # The space's extremes as run configs: a hidden size or learning rate a run refuses fails here, naming the field.
+    for h in (min(s.hidden_sizes), max(s.hidden_sizes)):
+        for lr in (s.lr[0], s.lr[-1]):
+            try:
+                sc.base.replace(model={"hidden_size": h}, train={"lr": lr})
+            except ConfigError as e:
+                raise ConfigError(f"space.hidden_sizes/lr: {h}/{lr} as a run config: {e}") from None
     for n in s.n_mfcc:
         for hop in s.hop_length:
             for n_fft in s.n_fft or (f.n_fft,):
@@ -125,6 +132,8 @@ def load_search_config(path: str | Path) -> SearchConfig:
         raw = yaml.safe_load(path.read_text()) or {}
     except OSError as e:
         raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file") from None
     except yaml.YAMLError:
         raise ConfigError(f"{path}: malformed YAML") from None
     try:
@@ -293,6 +302,21 @@ def start_points(sc: SearchConfig) -> list[dict[str, Any]]:
     if "qat" in s.quant_modes and s.qat_bits[-1] != points[0]["bits"]:
         points.append({**qat, "bits": s.qat_bits[-1], **common})
     return points
+
+
+def smallest_ram(sc: SearchConfig) -> int:
+    """Predicted RAM (static + stack) of the smallest C library the space can express."""
+    from search.deploy import predict_flash
+
+    base = sc.base
+    best = math.inf
+    for n_fft in sc.space.n_fft or (base.features.n_fft,):
+        for n_mels in sc.space.n_mels or (base.features.n_mels,):
+            p = {"quant": "qat", "bits": 2, "scale": "po2", "per_channel": False, "warm_start": False, "lr": sc.space.lr[0]}
+            p |= {"n_mfcc": min(sc.space.n_mfcc), "hop_length": max(sc.space.hop_length), "n_fft": n_fft, "n_mels": n_mels}
+            p |= {"epochs": base.train.epochs, "hidden_size": min(sc.space.hidden_sizes)}
+            best = min(best, predict_flash(to_config(base, p)).ram_bytes)
+    return int(best)
 
 
 def smallest_size(sc: SearchConfig, budget_on: str = "weights") -> int:

@@ -372,7 +372,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet()
     try:
         cfg = load_config(args.config)
-        speakers = args.split == PROTOCOL_SPEAKERS
+        speakers = args.split == PROTOCOL_SPEAKERS or (args.split is None and cfg.train.split == PROTOCOL_SPEAKERS)
         split = None if speakers else args.split
         pairs = (("seed", args.seed), ("split", split), ("epochs", args.epochs), ("test_speaker", args.test_speaker))
         overrides = {k: v for k, v in pairs if v is not None}
@@ -392,6 +392,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FloatingPointError as e:  # diverged (NaN/inf loss): a property of the settings, said in one line
         print(f"error: {e}; try a lower train.lr", file=sys.stderr)
         return 1
+    except OSError as e:  # a path that cannot be made or read: a file where a folder must be, a name too long
+        print(f"error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+        return 2
     print(json.dumps(result))
     return 0
 

@@ -24,7 +24,7 @@ from ray.tune.search.optuna import OptunaSearch
 from fsdd.files import write_json
 from fsdd.splits import PROTOCOL_SPEAKERS
 from search.config import from_dict
-from search.run import SearchError
+from search.errors import SearchError
 from search.space import Budget, SearchConfig, define, space_from_dict, start_points
 from search.trainable import run_trial, trial_name
 

@@ -431,3 +431,27 @@ def test_one_epoch_base_with_pruning_builds_valid_configs() -> None:
     point |= {"prune_start": 0.0, "prune_span": 0.0, "prune_steps": 1, "size_frac": 0.0}
     trial = optuna.trial.FixedTrial(point)
     check_point(sc, 36 * 1024, trial.params, define(trial, sc, 36 * 1024))
+
+
+def test_yaml_exponent_without_a_dot_is_a_number(tmp_path: Path) -> None:
+    # YAML 1.1 reads `1e-3` as a string; a config means the number.
+    (tmp_path / "c.yaml").write_text("train: {lr: 1e-3, weight_decay: 2e-5}\n")
+    cfg = load_config(tmp_path / "c.yaml")
+    assert cfg.train.lr == 1e-3 and cfg.train.weight_decay == 2e-5
+    (tmp_path / "d.yaml").write_text("train: {lr: fast}\n")
+    with pytest.raises(ConfigError, match="train.lr"):
+        load_config(tmp_path / "d.yaml")
+
+
+def test_backwards_prune_range_and_odd_speed_factors_are_refused() -> None:
+    with pytest.raises(ConfigError, match=r"from \(5\) must not be after to \(2\)"):
+        from_dict({"prune": {"schedule": [{"from": 5, "to": 2, "rate": 0.1}]}})
+    with pytest.raises(ConfigError, match="augment.speeds must be multiples of 0.01"):
+        from_dict({"augment": {"speeds": [0.5001]}})
+    assert from_dict({"augment": {"speeds": [0.85, 1.15]}}).augment.speeds == (0.85, 1.15)
+
+
+def test_non_utf8_config_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_bytes("# caf\xe9\nmodel: {hidden_size: 4}\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="not a UTF-8 text file"):
+        load_config(tmp_path / "c.yaml")

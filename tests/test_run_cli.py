@@ -3,6 +3,8 @@ space ships with the package, so the command works from any directory and from a
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import tomllib
@@ -82,3 +84,72 @@ def test_search_starts_from_any_directory(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "below the smallest model in the space" in err
     assert "cannot read config" not in err and str(Path(str(resources.files("search") / "search.yaml"))) in err
+
+
+# --- kinds of bad input found by trying to break it (each one line, exit 2, before Ray starts) ---
+
+
+def one_line_error(capsys, argv) -> str:
+    assert main(argv) == 2, argv
+    out, err = capsys.readouterr()
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    return err
+
+
+def test_a_fold_or_refit_split_is_not_a_search_protocol(small_data, tmp_path, capsys):
+    for split in ("loso:george", "all"):
+        out = tmp_path / "out"
+        err = one_line_error(capsys, ["--budget-kb", "36", "--split", split, "--data-dir", str(small_data), "--out", str(out)])
+        assert f"--split {split} is one part of the speaker protocol" in err
+        assert not out.exists()
+
+
+def test_ram_budget_below_the_smallest_library_is_refused(small_data, tmp_path, capsys):
+    err = one_line_error(capsys, ["--budget-kb", "36", "--ram-kb", "0.001", "--data-dir", str(small_data), "--out", str(tmp_path)])
+    assert "--ram-kb 0.001" in err and "below the RAM of the smallest" in err
+
+
+def test_resume_of_settings_that_lie_is_one_line(tmp_path, capsys):
+    from search.config import Config
+    from search.space import Space
+
+    good = {"name": "x", "budget_bytes": 1000, "base": Config().to_dict(), "space": {}, "trials": 3, "time_budget_s": 60.0,
+            "cpus_per_trial": 1, "data_dir": str(tmp_path), "cache_dir": None}  # fmt: skip
+    assert Space() is not None
+    lies = {"cpus": {"cpus_per_trial": "1"}, "base": {"base": {"train": {"lr": -1}}}, "space": {"space": {"hidden_sizes": "x"}}}
+    for name, change in lies.items():
+        d = tmp_path / name
+        d.mkdir()
+        (d / "search.json").write_text(json.dumps(good | change))
+        err = one_line_error(capsys, ["--resume", "--name", name, "--out", str(tmp_path)])
+        assert "cannot be resumed" in err, (name, err)
+
+
+def test_space_extremes_are_checked_as_run_configs(tmp_path, capsys):
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text("space: {hidden_sizes: [4, 5000]}\n")
+    err = one_line_error(capsys, ["--budget-kb", "36", "--config", str(cfg), "--out", str(tmp_path / "o")])
+    assert "space.hidden_sizes" in err and "model.hidden_size" in err and str(cfg) in err
+
+
+def test_non_utf8_config_and_file_name(small_data, tmp_path, capsys):
+    cfg = tmp_path / "latin1.yaml"
+    cfg.write_bytes("# caf\xe9\nbase: {}\n".encode("latin-1"))
+    err = one_line_error(capsys, ["--budget-kb", "36", "--config", str(cfg), "--out", str(tmp_path / "o")])
+    assert "not a UTF-8 text file" in err
+    bad = small_data / os.fsdecode(b"5_th\xffo_3.wav")
+    bad.symlink_to(next(small_data.glob("5_theo_0.wav")).resolve())
+    err = one_line_error(capsys, ["--budget-kb", "36", "--data-dir", str(small_data), "--out", str(tmp_path / "o")])
+    assert "not valid UTF-8" in err
+
+
+@pytest.mark.slow
+def test_python_dash_m_reports_errors_raised_in_the_tuner_in_one_line(small_data, tmp_path):
+    # Under `python -m`, search/run.py is __main__: errors raised in search.tuner must still be caught.
+    proc = subprocess.run(
+        [sys.executable, "-m", "search.run", "--budget-kb", "2", "--split", "random", "--trials", "1", "--time-budget", "2m",
+         "--cpus-per-trial", str((os.cpu_count() or 1) + 2), "--data-dir", str(small_data), "--out", str(tmp_path)],
+        capture_output=True, text=True, check=False, cwd=REPO, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: --cpus-per-trial")

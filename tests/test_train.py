@@ -303,3 +303,13 @@ def test_float_parent_that_fails_its_check_is_retrained(small_data, cache_dir, m
     train_mod.float_parent(cfg, dm, cache_dir)  # healed: read back, silently, without training
     assert len(calls) == len(corruptions) and capsys.readouterr().err == ""
     assert set(load_file(path)) == set(good)
+
+
+def test_output_path_that_is_a_file_is_one_line(small_data, cache_dir, tmp_path, capsys):
+    blocker = tmp_path / "taken"
+    blocker.write_text("a file, not a folder")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model: {hidden_size: 4}\ntrain: {epochs: 1}\n")
+    rc = main(["--config", str(cfg), "--data-dir", str(small_data), "--cache-dir", str(cache_dir), "--out", str(blocker / "run")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: ") and err.count("\n") == 1 and "taken" in err
