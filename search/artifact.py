@@ -190,6 +190,8 @@ def read(path: str | Path) -> tuple[dict[str, str], dict[str, np.ndarray]]:
             header = strict_json(f.read(n))
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise ArtifactError(f"{path}: not a safetensors file (unreadable header)") from None
+        except RecursionError:
+            raise ArtifactError(f"{path}: safetensors header nested too deeply") from None
         except ValueError as e:  # a key twice, or NaN/Infinity
             raise ArtifactError(f"{path}: safetensors header: {e}") from None
     if not isinstance(header, dict) or not isinstance(header.get("__metadata__", {}), dict):
@@ -273,7 +275,7 @@ def _check_metadata(meta: dict[str, str], path: str | Path) -> Config:
             continue
         try:
             parsed[key] = strict_json(meta[key])
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:
             raise ArtifactError(f"{path}: metadata {key} is not valid JSON ({str(e).splitlines()[0]})") from None
         if key != "classes" and not isinstance(parsed[key], dict):
             raise ArtifactError(f"{path}: metadata {key} is not a JSON object")

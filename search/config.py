@@ -205,19 +205,41 @@ def from_dict(raw: Any) -> Config:
     return cfg
 
 
-def load_config(path: str | Path) -> Config:
-    """Read a YAML config. Raises ConfigError (one line, naming the field) on any problem."""
-    path = Path(path)
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a mapping holding a key twice (PyYAML keeps the last silently,
+    so a config could say two things and mean one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} appears twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: Path) -> Any:
+    """The YAML file at `path` (safe types only, no key twice); ConfigError with one line otherwise."""
     try:
-        raw = yaml.safe_load(path.read_text())
+        return yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except OSError as e:
         raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a UTF-8 text file") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: YAML nested too deeply") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}: malformed YAML{at}") from None
+        problem = getattr(e, "problem", None)
+        raise ConfigError(f"{path}: malformed YAML{at}" + (f" ({problem})" if problem and "twice" in problem else "")) from None
+
+
+def load_config(path: str | Path) -> Config:
+    """Read a YAML config. Raises ConfigError (one line, naming the field) on any problem."""
+    path = Path(path)
+    raw = read_yaml(path)
     try:
         return from_dict(raw)
     except ConfigError as e:

@@ -14,6 +14,7 @@ import argparse
 import csv
 import hashlib
 import json
+import math
 import multiprocessing
 import os
 import shutil
@@ -23,6 +24,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from safetensors import SafetensorError
 
 from fsdd.errors import DataError
@@ -55,7 +57,7 @@ def finished_records(run_dir: Path) -> list[dict[str, Any]]:
             r = json.loads(f.read_text())
             from_dict(json.loads((f.parent / "config.json").read_text()))
             check_record(r)
-        except (OSError, ValueError) as e:  # JSONDecodeError and ConfigError are ValueErrors
+        except (OSError, ValueError, RecursionError) as e:  # JSONDecodeError and ConfigError are ValueErrors
             print(f"warning: {f.parent.name}: its record cannot be used ({str(e).splitlines()[0]}); left out", file=sys.stderr)
             continue
         r["trial_dir"] = str(f.parent)
@@ -67,11 +69,14 @@ def check_record(r: Any) -> None:
     """ValueError unless `r` is a trial record as the trainable writes it (the fields the export reads)."""
     if not isinstance(r, dict):
         raise ValueError("not a JSON object")
-    numbers = {"val_acc": float, "size_bytes": int, "hidden_size": int}
+    numbers = {"val_acc": float, "size_bytes": int, "hidden_size": int, "val_loss": float, "cost_bytes": int}
+    optional = ("val_loss", "cost_bytes")
     for key, kind in numbers.items():
         v = r.get(key)
-        if isinstance(v, bool) or not isinstance(v, int | float) or (kind is int and not isinstance(v, int)) or v != v:
-            raise ValueError(f"{key} is {v!r}")
+        if key in optional and key not in r:
+            continue
+        if isinstance(v, bool) or not isinstance(v, int | float) or (kind is int and not isinstance(v, int)) or not math.isfinite(v):
+            raise ValueError(f"{key} is {str(v)[:20]!r}")
     if not isinstance(r.get("quant"), str):
         raise ValueError(f"quant is {r.get('quant')!r}")
     if r.get("protocol") == PROTOCOL_SPEAKERS:
@@ -81,25 +86,39 @@ def check_record(r: Any) -> None:
             raise ValueError("no folds")
         for fold in r["folds"]:
             try:
-                ok = FoldResult.from_dict(fold).n > 0
-            except (KeyError, TypeError, AttributeError):
+                f = FoldResult.from_dict(fold)
+                m = np.asarray(f.confusion)
+                ok = f.n > 0 and m.shape == (10, 10) and m.dtype.kind in "iu" and int(m.sum()) == f.n
+            except (KeyError, TypeError, AttributeError, ValueError):
                 ok = False
             if not ok:
                 raise ValueError(f"a fold is {str(fold)[:60]}")
-        for key in ("new_speaker_mean", "new_speaker_worst", "worst_speaker", "val_loss"):
-            if key not in r:
-                raise ValueError(f"no {key}")
+        for key in ("new_speaker_mean", "new_speaker_worst", "val_loss"):
+            v = r.get(key)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+                raise ValueError(f"{key} is {str(v)[:20]!r}")
+        if not isinstance(r.get("worst_speaker"), str):
+            raise ValueError("no worst_speaker")
+        bad = next((k for k, v in r.items() if k.startswith("acc_") and (isinstance(v, bool) or not isinstance(v, int | float))), None)
+        if bad:
+            raise ValueError(f"{bad} is {str(r[bad])[:20]!r}")
 
 
 def all_points(run_dir: Path) -> list[tuple[float, float, bool]]:
     """(KiB, ranked accuracy, finished) of the last report of every trial Ray recorded (faint dots)."""
     points = []
     for f in run_dir.glob("*/result.json"):
-        for line in reversed(f.read_text().strip().splitlines()):
+        try:
+            lines = f.read_text().strip().splitlines()
+        except (OSError, ValueError):  # a folder, unreadable, not UTF-8: no dot for this trial
+            continue
+        for line in reversed(lines):
             try:  # a process killed while Ray wrote the log leaves its last line cut: take the last whole one
                 last = json.loads(line)
                 point = (cost(last) / KIB, float(last["val_acc"]), bool(last.get("final")))
-            except (ValueError, KeyError, TypeError, AttributeError):
+            except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+                continue
+            if not math.isfinite(point[0]) or not math.isfinite(point[1]):
                 continue
             if not last.get("infeasible"):
                 points.append(point)
@@ -128,12 +147,9 @@ def refit(trial_dir: str, out_dir: str, data_dir: str, cache_dir: str | None, es
 
     out = Path(out_dir)
     done = out / "refit.json"
-    try:
-        record = json.loads(done.read_text())
-        if isinstance(record, dict) and {"verify", "test_acc", "artifact"} <= set(record) and (out / "model.safetensors").is_file():
-            return record
-    except (OSError, ValueError):  # not there, or cut short: refit again
-        pass
+    reused = _reusable_refit(out)
+    if reused is not None:
+        return reused
     quiet()
     cfg = refit_config(from_dict(json.loads((Path(trial_dir) / "config.json").read_text())))
     dm = make_datamodule(cfg, data_dir, cache_dir)
@@ -142,8 +158,30 @@ def refit(trial_dir: str, out_dir: str, data_dir: str, cache_dir: str | None, es
     record["test_acc"] = test(cfg, net, dm, out)
     # The numpy reference, from the artifact and the wavs alone: here, in parallel with the other refits.
     record["verify"] = verify(out / "model.safetensors", data_dir)
+    record["files"] = {name: _sha256(out / name) for name in REFIT_FILES}
     write_json(done, record)
     return record
+
+
+REFIT_FILES = ("model.safetensors", "predictions.json")  # what the export publishes from a refit
+
+
+def _reusable_refit(out: Path) -> dict[str, Any] | None:
+    """The record of an earlier refit in `out` if it is whole and its files are still the ones it
+    verified (same SHA-256); None (refit again) if anything is missing, cut short, edited or odd."""
+    try:
+        record = json.loads((out / "refit.json").read_text())
+        check = record["verify"]
+        whole = (
+            isinstance(check, dict)
+            and all(isinstance(check.get(k), int | float) and not isinstance(check.get(k), bool) for k in ("agree", "test_acc"))
+            and (record["test_acc"] is None or isinstance(record["test_acc"], int | float))
+            and isinstance(record["files"], dict)
+            and all(record["files"].get(name) == _sha256(out / name) for name in REFIT_FILES)
+        )
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError):  # not there, cut short, odd
+        return None
+    return record if whole else None
 
 
 def refit_all(front: list[dict[str, Any]], run_dir: Path, data_dir: str, cache_dir: str | None, workers: int) -> list[dict[str, Any]]:
@@ -175,7 +213,7 @@ def export(
     try:
         settings = json.loads(settings_file.read_text())
         missing = {"name", "budget_bytes", "base", "data_dir", "cache_dir"} - set(settings)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, RecursionError) as e:
         raise DataError(f"{settings_file}: not a readable search settings file ({str(e).splitlines()[0]})") from None
     if missing:
         raise DataError(f"{settings_file}: not a search settings file (lacks {', '.join(sorted(missing))})")
@@ -185,6 +223,9 @@ def export(
         check_settings(settings, settings_file)
     except SearchError as e:
         raise DataError(str(e).replace("the run cannot be resumed; start a new one", "not a run this version can export")) from None
+    if not (run_dir / "trials").is_dir():
+        # Without it there is no trial to export: refuse rather than replace the front with an empty one.
+        raise DataError(f"{run_dir / 'trials'}: missing or not a folder; the run's trials are gone, nothing to export")
     budget = settings["budget_bytes"]
     data_dir = str(data_dir or settings["data_dir"])
     cache_dir = cache_dir or settings["cache_dir"]
@@ -197,6 +238,29 @@ def export(
     art_dir = run_dir / ".artifacts.new"
     shutil.rmtree(art_dir, ignore_errors=True)
     art_dir.mkdir(parents=True)
+    try:
+        summary = _write_front(run_dir, art_dir, settings, records, front, speakers, data_dir, cache_dir, workers, verify)
+    except BaseException:
+        shutil.rmtree(art_dir, ignore_errors=True)
+        raise
+    return summary
+
+
+def _write_front(
+    run_dir: Path,
+    art_dir: Path,
+    settings: dict[str, Any],
+    records: list[dict[str, Any]],
+    front: list[dict[str, Any]],
+    speakers: bool,
+    data_dir: str,
+    cache_dir: Any,
+    workers: int | None,
+    verify: Any,
+) -> dict[str, Any]:
+    """Make the front's artifacts in `art_dir` and its figures beside them, then put everything in
+    place: pareto.json, pareto.csv, the figures, and `art_dir` as artifacts/ (the old one replaced)."""
+    budget = settings["budget_bytes"]
     if speakers:
         outputs = refit_all(front, run_dir, data_dir, cache_dir, workers or settings.get("cpus", os.cpu_count() or 1))
         pairs = enumerate(zip(front, outputs, strict=True))
@@ -217,7 +281,12 @@ def export(
         "front": rows,
         "winner": winner,
     }
-    write_json(run_dir / "pareto.json", summary)
+    # Figures first (the step most likely to fail on odd data), beside the new artifacts.
+    figures = {"pareto.png": art_dir / ".pareto.png"}
+    plot(figures["pareto.png"], all_points(run_dir), rows, budget, speakers, settings.get("budget_on", "weights"))
+    if speakers and winner is not None:
+        figures["confusion.png"] = art_dir / ".confusion.png"
+        plot_confusions(figures["confusion.png"], winner)
 
     def write_csv(tmp: str) -> None:
         with open(tmp, "w", newline="") as f:
@@ -227,12 +296,12 @@ def export(
             for row in rows:
                 w.writerow({**row, "config": json.dumps(row["config"], sort_keys=True)})
 
+    write_json(run_dir / "pareto.json", summary)
     atomic_write(run_dir / "pareto.csv", write_csv)
-    plot(run_dir / "pareto.png", all_points(run_dir), rows, budget, speakers, settings.get("budget_on", "weights"))
+    for name, made in figures.items():
+        os.replace(made, run_dir / name)
     shutil.rmtree(run_dir / "artifacts", ignore_errors=True)
     art_dir.rename(run_dir / "artifacts")
-    if speakers and winner is not None:
-        plot_confusions(run_dir / "confusion.png", winner)
     return summary
 
 

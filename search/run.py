@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import socket
@@ -154,6 +155,11 @@ def check_data(base: Config, data_dir: str, cache_dir: str | None) -> None:
         make_split(names, t.split, t.seed, test_speaker=t.test_speaker)
 
 
+def is_plain_name(name: str) -> bool:
+    """A run name is one folder inside --out: not empty, no path separator, not . or .., printable."""
+    return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name and name.isprintable()
+
+
 def check_settings(settings: dict[str, Any], path: Path) -> None:
     """A saved run's settings are what this version writes (types and values), or SearchError:
     a resumed run must not fail deep inside Ray on a settings file that was edited or damaged."""
@@ -164,10 +170,27 @@ def check_settings(settings: dict[str, Any], path: Path) -> None:
         bad = [k for k in ints if isinstance(settings[k], bool) or not isinstance(settings[k], int) or settings[k] < 1]
         if not isinstance(settings["time_budget_s"], int | float) or not settings["time_budget_s"] > 0:
             bad.append("time_budget_s")
+        budget_kb = settings.get("budget_kb", 1)
+        if isinstance(budget_kb, bool) or not isinstance(budget_kb, int | float) or not 0 < budget_kb < math.inf:
+            bad.append("budget_kb")
+        ram = settings.get("ram_budget_bytes")
+        if ram is not None and (isinstance(ram, bool) or not isinstance(ram, int) or ram < 1):
+            bad.append("ram_budget_bytes")
+        cpus = settings.get("cpus", 1)
+        if isinstance(cpus, bool) or not isinstance(cpus, int) or cpus < 1:
+            bad.append("cpus")
         if bad:
             raise ValueError(f"{', '.join(bad)} must be positive numbers")
+        texts = {"name": False, "data_dir": False, "cache_dir": True}  # key: may be null
+        odd = [k for k, nullable in texts.items() if not (isinstance(settings.get(k), str) or (nullable and settings.get(k) is None))]
+        if odd:
+            raise ValueError(f"{', '.join(odd)} must be {'a path' if odd != ['name'] else 'a name'}")
+        choices = {"budget_on": ("weights", "flash"), "sampler": ("tpe", "random")}
+        for key, allowed in choices.items():
+            if key in settings and settings[key] not in allowed:
+                raise ValueError(f"{key} is {str(settings[key])[:40]!r}, not one of {', '.join(allowed)}")
         SearchConfig(from_dict(settings["base"]), space_from_dict(settings["space"]))
-    except (ConfigError, ValueError, TypeError, KeyError) as e:
+    except (ConfigError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:
         raise SearchError(f"{path}: {str(e).splitlines()[0]}: the run cannot be resumed; start a new one") from None
 
 
@@ -176,6 +199,8 @@ def prepare(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
     if args.cpus_per_trial < 1 or args.trials < 1:
         raise SearchError("--cpus-per-trial and --trials must be >= 1")
     out = Path(args.out).resolve()
+    if args.name is not None and not is_plain_name(args.name):
+        raise SearchError(f"--name {args.name!r} must be a plain folder name (no '/', not '.' or '..'): the run lives in --out")
     if args.resume:
         if not args.name:
             raise SearchError("--resume needs --name NAME of the run to continue")
@@ -185,11 +210,21 @@ def prepare(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
         try:
             settings = json.loads((run_dir / "search.json").read_text())
             missing = {"name", "budget_bytes", "base", "space", "trials", "time_budget_s", "cpus_per_trial", "data_dir"} - set(settings)
-        except (ValueError, TypeError, OSError):
+        except (ValueError, TypeError, OSError, RecursionError):
             raise SearchError(f"{run_dir / 'search.json'} cannot be read: the run cannot be resumed; start a new one") from None
         if missing:
             raise SearchError(f"{run_dir / 'search.json'} lacks {', '.join(sorted(missing))}: the run cannot be resumed; start a new one")
         check_settings(settings, run_dir / "search.json")
+        if not (run_dir / "trials").is_dir():
+            raise SearchError(f"{run_dir / 'trials'} is missing or not a folder: the run's trials are gone; start a new run")
+        for state in run_dir.glob("experiment_state-*.json"):
+            try:  # Ray, given a damaged state, logs a traceback and silently starts the search over
+                json.loads(state.read_text())
+            except (OSError, ValueError, RecursionError):
+                raise SearchError(
+                    f"{state}: Ray's saved search state is damaged, the run cannot be resumed; "
+                    f"its finished trials can still be exported: python -m search.export {run_dir}"
+                ) from None
         return run_dir, settings
     if args.budget_kb is None:
         raise SearchError("--budget-kb is required, e.g. --budget-kb 36")

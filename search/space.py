@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import yaml
 
-from search.config import Config, ConfigError, from_dict
+from search.config import Config, ConfigError, from_dict, read_yaml
 from search.size import size_bytes
 
 
@@ -128,14 +127,7 @@ def check_against_base(sc: SearchConfig) -> None:
 def load_search_config(path: str | Path) -> SearchConfig:
     """configs/search.yaml: `base` (a run Config) and `space`. ConfigError names a bad field."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except OSError as e:
-        raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a UTF-8 text file") from None
-    except yaml.YAMLError:
-        raise ConfigError(f"{path}: malformed YAML") from None
+    raw = read_yaml(path) or {}
     try:
         if not isinstance(raw, dict):
             raise ConfigError("expected a mapping with 'base' and 'space'")

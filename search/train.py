@@ -310,8 +310,8 @@ def run(
     """Train, select on validation, export, then test once. Returns the result record."""
     start = time.time()
     out_dir = Path(out_dir)
+    dm = make_datamodule(cfg, data_dir, cache_dir)  # bad data or split refused before anything is made
     out_dir.mkdir(parents=True, exist_ok=True)
-    dm = make_datamodule(cfg, data_dir, cache_dir)
     net, val_acc, val_loss = train(cfg, dm, out_dir, callbacks, cache_dir)
     record = save(cfg, net, dm, out_dir)
     result = {"val_acc": val_acc, "val_loss": val_loss, "test_acc": test(cfg, net, dm, out_dir), **record}
@@ -324,8 +324,8 @@ def run_speakers(cfg: Config, data_dir: str | Path, out_dir: str | Path, cache_d
     """The six-speaker table of one configuration: every `loso:NAME` fold (search.speakers)."""
     start = time.time()
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     table = run_folds(cfg, data_dir, cache_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     result = {
         "protocol": PROTOCOL_SPEAKERS,
         **table.summary(),

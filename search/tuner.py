@@ -327,6 +327,8 @@ def run_search(run_dir: Path, settings: dict[str, Any], args: argparse.Namespace
             )
         fresh = not run_dir.exists()
         run_dir.mkdir(parents=True, exist_ok=True)
+        if fresh:
+            (run_dir / "trials").mkdir()  # export refuses a run without it (its trials lost) rather than empty the front
         write_json(run_dir / "search.json", settings)
         protocol = (
             "speaker protocol (leave-one-speaker-out folds)"

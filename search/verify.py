@@ -223,7 +223,7 @@ def read_predictions(path: Path) -> dict[str, int]:
         raw = json.loads(path.read_text())
     except OSError as e:
         raise VerifyError(f"cannot read predictions {path}: {e.strerror}") from None
-    except ValueError:  # not JSON (truncated, ...), or not UTF-8
+    except (ValueError, RecursionError):  # not JSON (truncated, nested too deeply, ...), or not UTF-8
         raw = None
     if not isinstance(raw, dict):
         raise VerifyError(f"{path}: not a JSON object mapping wav file names to classes")

@@ -102,6 +102,19 @@ def test_malformed_yaml(tmp_path: Path) -> None:
     assert "malformed" in msg and "cfg.yaml" in msg
 
 
+def test_key_twice_or_nested_too_deeply(tmp_path: Path) -> None:
+    """PyYAML keeps the last of two equal keys silently, and recursion errors are no ValueError:
+    both are one ConfigError naming the file, for run configs and search spaces alike."""
+    p = tmp_path / "c.yaml"
+    for text, words in (("model: {hidden_size: 8}\nmodel: {hidden_size: 16}\n", "'model' appears twice"),
+                        ("model: " + "[" * 100_000 + "]" * 100_000 + "\n", "nested too deeply")):  # fmt: skip
+        p.write_text(text)
+        for load in (load_config, load_search_config):
+            with pytest.raises(ConfigError) as e:
+                load(p)
+            assert str(p) in str(e.value) and words in str(e.value) and "\n" not in str(e.value)
+
+
 def test_top_level_not_a_mapping(tmp_path: Path) -> None:
     assert "mapping" in error_of(tmp_path, "- a\n- b\n")
 

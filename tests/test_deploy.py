@@ -331,6 +331,19 @@ def small_artifact(path: Path, **features) -> Path:
     return random_artifact(from_dict({"model": {"hidden_size": 4}, "features": SMALL | features, "quant": QAT4}), path)
 
 
+def test_artifact_nested_too_deeply(tmp_path: Path, capsys) -> None:
+    """A header, or a metadata value, of JSON nested past Python's recursion limit: one line."""
+    import struct
+
+    header = ('{"a":' + "[" * 200_000 + "]" * 200_000 + "}").encode()
+    deep = tmp_path / "deep.safetensors"
+    deep.write_bytes(struct.pack("<Q", len(header)) + header)
+    estimate = altered(small_artifact(tmp_path / "good.safetensors"), tmp_path / "est.safetensors", {"estimate": "[" * 200_000})
+    for path in (deep, estimate):
+        refused(capsys, path, tmp_path / "out", path.name)
+        one_error(*run_verify(capsys, path), path.name)
+
+
 def test_bad_artifacts(tmp_path: Path, capsys) -> None:
     good = small_artifact(tmp_path / "good.safetensors").read_bytes()
     (tmp_path / "truncated.safetensors").write_bytes(good[:-9])
@@ -364,9 +377,29 @@ def test_out_not_empty(tmp_path: Path, capsys) -> None:
     (out / "keep.txt").write_text("x")
     one_error(*run_main(capsys, path, "--out", out, "--clips", "0"), "not empty", "--force")
     assert (out / "keep.txt").exists()
+    # --force replaces a library folder only: what the user put there stays, whatever the flags.
+    one_error(*run_main(capsys, path, "--out", out, "--clips", "0", "--force"), "keep.txt", "did not write")
+    assert (out / "keep.txt").exists() and not (out / "kws_model.c").exists()
+    (out / "keep.txt").unlink()
+    assert run_main(capsys, path, "--out", out, "--clips", "0")[0] == 0
+    (out / "kws_model.c").write_text("stale")
+    (out / "build").mkdir()
     rc, lines, _ = run_main(capsys, path, "--out", out, "--clips", "0", "--force")
-    assert rc == 0 and not (out / "keep.txt").exists() and (out / "kws_model.c").is_file()
+    assert rc == 0 and (out / "kws_model.c").read_text() != "stale" and not (out / "build").exists()
     assert json.loads(lines[-1])["size_bytes"] == size_bytes(load(path).cfg)
+
+
+def test_force_never_deletes_data(tmp_path: Path, capsys) -> None:
+    """The data folder given as --out with --force (no clips picked, or a split that does not
+    match the artifact) is refused: every wav stays."""
+    data = tmp_path / "data"
+    tiny_data(data)
+    path = small_artifact(tmp_path / "m.safetensors")
+    for flags in (("--clips", "0"), ("--clips", "2")):
+        one_error(*run_main(capsys, path, "--out", data, "--data-dir", data, "--force", *flags), "--out")
+        assert len(list(data.glob("*.wav"))) == 200
+    one_error(*run_main(capsys, path, "--out", data, "--force", "--clips", "0"), "did not write")
+    assert len(list(data.glob("*.wav"))) == 200
 
 
 def test_missing_cross_compiler(tmp_path: Path, capsys, monkeypatch) -> None:

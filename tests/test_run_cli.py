@@ -116,13 +116,37 @@ def test_resume_of_settings_that_lie_is_one_line(tmp_path, capsys):
     good = {"name": "x", "budget_bytes": 1000, "base": Config().to_dict(), "space": {}, "trials": 3, "time_budget_s": 60.0,
             "cpus_per_trial": 1, "data_dir": str(tmp_path), "cache_dir": None}  # fmt: skip
     assert Space() is not None
-    lies = {"cpus": {"cpus_per_trial": "1"}, "base": {"base": {"train": {"lr": -1}}}, "space": {"space": {"hidden_sizes": "x"}}}
+    lies = {"cpus": {"cpus_per_trial": "1"}, "base": {"base": {"train": {"lr": -1}}}, "space": {"space": {"hidden_sizes": "x"}},
+            "budget_kb": {"budget_kb": "1"}, "budget_on": {"budget_on": "bogus"}, "cache_dir": {"cache_dir": 5},
+            "slots": {"cpus": "2"}, "data_dir": {"data_dir": None}, "deep": {"base": {"model": [[[[]]]] }}}  # fmt: skip
     for name, change in lies.items():
         d = tmp_path / name
         d.mkdir()
         (d / "search.json").write_text(json.dumps(good | change))
         err = one_line_error(capsys, ["--resume", "--name", name, "--out", str(tmp_path)])
         assert "cannot be resumed" in err, (name, err)
+
+
+def test_resume_of_damaged_ray_state_or_lost_trials_is_one_line(tmp_path, capsys):
+    from search.config import Config
+
+    good = {"name": "x", "budget_bytes": 1000, "base": Config().to_dict(), "space": {}, "trials": 3, "time_budget_s": 60.0,
+            "cpus_per_trial": 1, "data_dir": str(tmp_path), "cache_dir": None}  # fmt: skip
+    d = tmp_path / "lost"
+    d.mkdir()
+    (d / "search.json").write_text(json.dumps(good))
+    assert "trials" in one_line_error(capsys, ["--resume", "--name", "lost", "--out", str(tmp_path)])
+    (d / "trials").mkdir()
+    (d / "experiment_state-2026-11-29_00-00-00.json").write_text('{"trial_data": [')  # cut in half
+    err = one_line_error(capsys, ["--resume", "--name", "lost", "--out", str(tmp_path)])
+    assert "experiment_state" in err and "damaged" in err and "search.export" in err
+
+
+def test_run_name_stays_inside_out(tmp_path, capsys):
+    for name in ("../esc", str(tmp_path / "abs"), "a/b", "..", ".", ""):
+        err = one_line_error(capsys, ["--budget-kb", "36", "--name", name, "--out", str(tmp_path / "o")])
+        assert "--name" in err and "plain folder name" in err
+    assert not (tmp_path / "o").exists() and not (tmp_path / "abs").exists() and not (tmp_path / "esc").exists()
 
 
 def test_space_extremes_are_checked_as_run_configs(tmp_path, capsys):

@@ -277,11 +277,19 @@ def test_speaker_protocol_end_to_end_with_a_test_speaker(small_data, cache_dir, 
     assert export_main([str(run_dir)]) == 0
     capsys.readouterr()
     assert sorted(p.name for p in (run_dir / "artifacts").iterdir()) == before
+    # A refit whose model was cut after it was verified is refit again, never published as it is.
+    refit_model = next(run_dir.glob("refit/*/model.safetensors"))
+    refit_model.write_bytes(refit_model.read_bytes()[:200])
+    assert export_main([str(run_dir)]) == 0
+    capsys.readouterr()
+    for artifact in (run_dir / "artifacts").glob("*.safetensors"):
+        read(artifact)  # whole again
     shutil.rmtree(next(run_dir.glob("refit/*")))  # that member must be refit again, from data that is gone
     assert export_main([str(run_dir), "--data-dir", str(tmp_path / "gone")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
     assert sorted(p.name for p in (run_dir / "artifacts").iterdir()) == before  # not deleted by the failed export
+    assert not (run_dir / ".artifacts.new").exists()
 
 
 def test_a_rung_on_the_last_epoch_never_stops_a_trained_trial():
@@ -350,6 +358,24 @@ def test_export_bad_run_folders_one_line(tmp_path, capsys):
         assert export_main([str(d)]) == 2, name
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1, (name, err)
+    # A run whose trials/ is gone (or is a file) keeps its exported front: refused, not emptied.
+    from search.config import Config
+
+    good = {"name": "x", "budget_bytes": 1000, "budget_kb": 1, "base": Config().to_dict(), "space": {}, "trials": 3,
+            "time_budget_s": 60.0, "cpus_per_trial": 1, "data_dir": str(tmp_path), "cache_dir": None}  # fmt: skip
+    for kind in ("missing", "file"):
+        d = tmp_path / f"no-trials-{kind}"
+        (d / "artifacts").mkdir(parents=True)
+        (d / "artifacts" / "00-kept.safetensors").write_text("x")
+        (d / "pareto.json").write_text('{"front": ["kept"]}')
+        (d / "search.json").write_text(json.dumps(good))
+        if kind == "file":
+            (d / "trials").write_text("")
+        assert export_main([str(d)]) == 2, kind
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "trials" in err, err
+        assert (d / "artifacts" / "00-kept.safetensors").exists() and "kept" in (d / "pareto.json").read_text()
+        assert not (d / ".artifacts.new").exists()
 
 
 def test_an_unreadable_trial_record_is_left_out_with_a_warning(tmp_path, capsys):
@@ -362,10 +388,33 @@ def test_an_unreadable_trial_record_is_left_out_with_a_warning(tmp_path, capsys)
         (d / "config.json").write_text(json.dumps(Config().to_dict()))
     (good / "record.json").write_text(json.dumps({"val_acc": 0.5, "size_bytes": 100, "quant": "fp32", "hidden_size": 4}))
     (cut / "record.json").write_text('{"val_acc": 0.5, "size_b')  # a process killed mid-write (before writes were atomic)
+    # Records edited or damaged into the wrong types: each left out, not a traceback later.
+    fine = {"val_acc": 0.5, "size_bytes": 100, "quant": "fp32", "hidden_size": 4}
+    fold = {"speaker": "george", "n": 10, "correct": 5, "loss_sum": 1.0, "confusion": [[1] * 10] + [[0] * 10] * 9}
+    speaker = fine | {"protocol": "speakers", "folds": [fold], "new_speaker_mean": 0.5, "new_speaker_worst": 0.5,
+                      "worst_speaker": "george", "val_loss": 1.0, "acc_george": 0.5}  # fmt: skip
+    lies = [
+        fine | {"cost_bytes": "672"},
+        fine | {"val_loss": "2.3"},
+        fine | {"val_acc": float("inf")},
+        speaker | {"new_speaker_mean": "0.1"},
+        speaker | {"folds": [fold | {"confusion": "x"}]},
+        speaker | {"folds": [fold | {"n": 11}]},
+        speaker | {"acc_george": "x"},
+    ]
+    (good / "record.json").write_text(json.dumps(speaker))
+    assert len(finished_records(tmp_path)) == 1
+    capsys.readouterr()
+    for k, lie in enumerate(lies):
+        d = tmp_path / "trials" / f"{k + 3:04d}-fp32-h4"
+        d.mkdir()
+        (d / "config.json").write_text(json.dumps(Config().to_dict()))
+        (d / "record.json").write_text(json.dumps(lie))
+    (good / "record.json").write_text(json.dumps(fine))
     records = finished_records(tmp_path)
     assert [r["trial_dir"] for r in records] == [str(good)]
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "0002-fp32-h8" in err and "left out" in err
+    assert err.count("\n") == 1 + len(lies) and "0002-fp32-h8" in err and "left out" in err
 
 
 RANDOM_TINY = TINY.replace("train: {epochs: 2, batch_size: 32}", "train: {epochs: 2, batch_size: 32, split: random}")

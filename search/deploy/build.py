@@ -52,7 +52,8 @@ def deploy(
     Everything is checked, and every file rendered, before `out` is touched: a bad artifact, or an
     `out` that holds the artifact or the data, leaves it as it was."""
     artifact, out = Path(artifact), Path(out)
-    refuse_overlap(out, [("the artifact", artifact)])
+    inputs = [("the artifact", artifact)] + ([("the data folder", Path(data_dir))] if data_dir is not None else [])
+    refuse_overlap(out, inputs)
     meta, tensors, cfg = read_artifact(artifact)
     spec = from_config(cfg, tensors, where=str(artifact), transform=transform)
     clips, note = [], ""

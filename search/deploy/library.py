@@ -30,13 +30,25 @@ def refuse_overlap(out: Path, inputs: Sequence[tuple[str, Path]]) -> None:
                 raise DeployError(f"--out {out} is or contains {what} {path}: choose a folder outside it (its contents are replaced)")
 
 
+GENERATED_FILES = ("kws_model.h", "kws_model.c", "kws_clips.h", "kws_clips.c")
+OWNED = frozenset(LIBRARY_FILES + HARNESS_FILES + GENERATED_FILES + ("cmsis", "build"))  # what a deploy writes, or make builds
+
+
 def prepare_out(out: Path, force: bool) -> None:
-    """Create `out`, refusing one that exists and is not empty unless `force` (then its contents are replaced)."""
+    """Create `out`, refusing one that exists and is not empty unless `force`; then its contents
+    are replaced, but only if they are a library that search.deploy wrote (every entry one of its
+    own names): --force never deletes what the user put there (data, artifacts, other work)."""
     if out.exists() and not out.is_dir():
         raise DeployError(f"--out {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):
         if not force:
             raise DeployError(f"--out {out} exists and is not empty (pass --force to replace its contents)")
+        foreign = sorted(c.name for c in out.iterdir() if c.name not in OWNED)
+        if foreign:
+            raise DeployError(
+                f"--out {out} holds {foreign[0]!r}{f' and {len(foreign) - 1} more' if len(foreign) > 1 else ''}, "
+                "which search.deploy did not write: --force replaces only a library folder; choose another --out"
+            )
         for child in out.iterdir():
             shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
     out.mkdir(parents=True, exist_ok=True)
