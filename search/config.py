@@ -18,7 +18,14 @@ from fsdd.splits import PROTOCOL_SPEAKERS
 
 
 class ConfigError(ValueError):
-    """A malformed configuration; the message names the offending field."""
+    """A malformed configuration; the message names the offending field. Kept to one line of at
+    most MESSAGE_MAX characters: a value quoted in it may be huge (YAML anchors nest cheaply)."""
+
+    MESSAGE_MAX = 400
+
+    def __init__(self, message: str) -> None:
+        line = " ".join(str(message).split("\n"))
+        super().__init__(line if len(line) <= self.MESSAGE_MAX else line[: self.MESSAGE_MAX - 3] + "...")
 
 
 @dataclass(frozen=True)
@@ -213,6 +220,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         seen = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, str | int | float | bool) and key is not None:
+                raise yaml.constructor.ConstructorError(None, None, "a key that is not a plain value", key_node.start_mark)
             if key in seen:
                 raise yaml.constructor.ConstructorError(None, None, f"key {key!r} appears twice", key_node.start_mark)
             seen.add(key)
@@ -233,7 +242,8 @@ def read_yaml(path: Path) -> Any:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""
         problem = getattr(e, "problem", None)
-        raise ConfigError(f"{path}: malformed YAML{at}" + (f" ({problem})" if problem and "twice" in problem else "")) from None
+        ours = problem and ("twice" in problem or "plain value" in problem)  # our loader's own words
+        raise ConfigError(f"{path}: malformed YAML{at}" + (f" ({problem})" if ours else "")) from None
 
 
 def load_config(path: str | Path) -> Config:

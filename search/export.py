@@ -17,6 +17,7 @@ import json
 import math
 import multiprocessing
 import os
+import re
 import shutil
 import sys
 from collections.abc import Sequence
@@ -57,7 +58,7 @@ def finished_records(run_dir: Path) -> list[dict[str, Any]]:
             r = json.loads(f.read_text())
             from_dict(json.loads((f.parent / "config.json").read_text()))
             check_record(r)
-        except (OSError, ValueError, RecursionError) as e:  # JSONDecodeError and ConfigError are ValueErrors
+        except (OSError, ValueError, RecursionError, OverflowError) as e:  # JSONDecodeError and ConfigError are ValueErrors
             print(f"warning: {f.parent.name}: its record cannot be used ({str(e).splitlines()[0]}); left out", file=sys.stderr)
             continue
         r["trial_dir"] = str(f.parent)
@@ -75,10 +76,10 @@ def check_record(r: Any) -> None:
         v = r.get(key)
         if key in optional and key not in r:
             continue
-        if isinstance(v, bool) or not isinstance(v, int | float) or (kind is int and not isinstance(v, int)) or not math.isfinite(v):
-            raise ValueError(f"{key} is {str(v)[:20]!r}")
-    if not isinstance(r.get("quant"), str):
-        raise ValueError(f"quant is {r.get('quant')!r}")
+        if isinstance(v, bool) or not isinstance(v, int | float) or (kind is int and not isinstance(v, int)) or not abs(v) < 2**53:
+            raise ValueError(f"{key} is {str(v)[:20]!r}")  # also NaN, infinities, and integers beyond a float's exact range
+    if not isinstance(r.get("quant"), str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,40}", r["quant"]):
+        raise ValueError(f"quant is {str(r.get('quant'))[:40]!r}")  # it names the exported file
     if r.get("protocol") == PROTOCOL_SPEAKERS:
         from search.speakers import FoldResult
 
@@ -93,7 +94,7 @@ def check_record(r: Any) -> None:
                 ok = False
             if not ok:
                 raise ValueError(f"a fold is {str(fold)[:60]}")
-        for key in ("new_speaker_mean", "new_speaker_worst", "val_loss"):
+        for key in ("new_speaker_acc", "new_speaker_mean", "new_speaker_worst", "val_loss"):
             v = r.get(key)
             if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
                 raise ValueError(f"{key} is {str(v)[:20]!r}")
@@ -116,7 +117,7 @@ def all_points(run_dir: Path) -> list[tuple[float, float, bool]]:
             try:  # a process killed while Ray wrote the log leaves its last line cut: take the last whole one
                 last = json.loads(line)
                 point = (cost(last) / KIB, float(last["val_acc"]), bool(last.get("final")))
-            except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+            except (ValueError, KeyError, TypeError, AttributeError, RecursionError, OverflowError):
                 continue
             if not math.isfinite(point[0]) or not math.isfinite(point[1]):
                 continue
@@ -159,6 +160,7 @@ def refit(trial_dir: str, out_dir: str, data_dir: str, cache_dir: str | None, es
     # The numpy reference, from the artifact and the wavs alone: here, in parallel with the other refits.
     record["verify"] = verify(out / "model.safetensors", data_dir)
     record["files"] = {name: _sha256(out / name) for name in REFIT_FILES}
+    record["digest"] = _record_digest(record)
     write_json(done, record)
     return record
 
@@ -171,17 +173,21 @@ def _reusable_refit(out: Path) -> dict[str, Any] | None:
     verified (same SHA-256); None (refit again) if anything is missing, cut short, edited or odd."""
     try:
         record = json.loads((out / "refit.json").read_text())
-        check = record["verify"]
         whole = (
-            isinstance(check, dict)
-            and all(isinstance(check.get(k), int | float) and not isinstance(check.get(k), bool) for k in ("agree", "test_acc"))
-            and (record["test_acc"] is None or isinstance(record["test_acc"], int | float))
+            isinstance(record, dict)
+            and record.get("digest") == _record_digest(record)
             and isinstance(record["files"], dict)
             and all(record["files"].get(name) == _sha256(out / name) for name in REFIT_FILES)
         )
-    except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError):  # not there, cut short, odd
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError, OverflowError):  # not there, cut short, odd
         return None
     return record if whole else None
+
+
+def _record_digest(record: dict[str, Any]) -> str:
+    """SHA-256 of a refit record without its digest: an edited figure no longer matches it."""
+    body = {k: v for k, v in record.items() if k != "digest"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, allow_nan=False).encode()).hexdigest()
 
 
 def refit_all(front: list[dict[str, Any]], run_dir: Path, data_dir: str, cache_dir: str | None, workers: int) -> list[dict[str, Any]]:
@@ -233,6 +239,11 @@ def export(
     records = finished_records(run_dir)
     feasible = [r for r in records if cost(r) <= budget and (speakers or _has_model(r))]
     front = pareto_front(feasible)
+    if not front and _old_front_size(run_dir) > 0:
+        raise DataError(
+            f"{run_dir / 'trials'}: no finished trial within the budget can be read ({len(records)} records), but the run's "
+            "exported front has members: kept as it was"
+        )
     # The new front's files are made beside the old ones and swapped in at the end: an export that
     # fails half-way leaves the previous front (pareto.* and artifacts/) as it was.
     art_dir = run_dir / ".artifacts.new"
@@ -303,6 +314,14 @@ def _write_front(
     shutil.rmtree(run_dir / "artifacts", ignore_errors=True)
     art_dir.rename(run_dir / "artifacts")
     return summary
+
+
+def _old_front_size(run_dir: Path) -> int:
+    """Members of the front exported before (pareto.json), or 0 if there is none or it cannot be read."""
+    try:
+        return len(json.loads((run_dir / "pareto.json").read_text())["front"])
+    except (OSError, ValueError, TypeError, KeyError, RecursionError):
+        return 0
 
 
 def _has_model(r: dict[str, Any]) -> bool:
@@ -595,6 +614,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary = export(args.run_dir, args.data_dir, args.cache_dir)
     except (DataError, ArtifactError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a cache or data path that is a file, unreadable, ...
+        print(f"error: {e.filename or args.run_dir}: {e.strerror or e}", file=sys.stderr)
         return 2
     print_summary(summary, Path(args.run_dir))
     return 0

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import re
 import socket
@@ -155,6 +154,28 @@ def check_data(base: Config, data_dir: str, cache_dir: str | None) -> None:
         make_split(names, t.split, t.seed, test_speaker=t.test_speaker)
 
 
+def check_ray_state(run_dir: Path) -> None:
+    """SearchError if Ray's saved state in `run_dir` is visibly damaged: Ray, given a damaged state,
+    logs a traceback and silently starts the search over. The experiment state (JSON) must hold
+    its trial list and runner data; the searcher's pickles must end in pickle's STOP opcode (a file
+    cut short does not). Ray's own pickles are not unpickled here."""
+    for state in sorted(run_dir.glob("experiment_state-*.json")) + sorted(run_dir.glob("search*-state-*")):
+        try:
+            if state.name.startswith("experiment_state-"):
+                data = json.loads(state.read_text())
+                whole = isinstance(data, dict) and isinstance(data.get("trial_data"), list) and isinstance(data.get("runner_data"), dict)
+            else:  # searcher-state-*.pkl, search_gen_state-*.json: pickles
+                raw = state.read_bytes()
+                whole = len(raw) > 2 and raw[:1] == b"\x80" and raw.endswith(b".")
+        except (OSError, ValueError, RecursionError):
+            whole = False
+        if not whole:
+            raise SearchError(
+                f"{state}: Ray's saved search state is damaged, the run cannot be resumed; "
+                f"its finished trials can still be exported: python -m search.export {run_dir}"
+            )
+
+
 def is_plain_name(name: str) -> bool:
     """A run name is one folder inside --out: not empty, no path separator, not . or .., printable."""
     return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name and name.isprintable()
@@ -170,9 +191,10 @@ def check_settings(settings: dict[str, Any], path: Path) -> None:
         bad = [k for k in ints if isinstance(settings[k], bool) or not isinstance(settings[k], int) or settings[k] < 1]
         if not isinstance(settings["time_budget_s"], int | float) or not settings["time_budget_s"] > 0:
             bad.append("time_budget_s")
-        budget_kb = settings.get("budget_kb", 1)
-        if isinstance(budget_kb, bool) or not isinstance(budget_kb, int | float) or not 0 < budget_kb < math.inf:
+        budget_kb = settings["budget_kb"]
+        if isinstance(budget_kb, bool) or not isinstance(budget_kb, int | float) or not 0 < budget_kb < 2**30:
             bad.append("budget_kb")
+        bad += [k for k in ints if k not in bad and settings[k] > 2**40]  # beyond any float's exact range: a lie
         ram = settings.get("ram_budget_bytes")
         if ram is not None and (isinstance(ram, bool) or not isinstance(ram, int) or ram < 1):
             bad.append("ram_budget_bytes")
@@ -190,8 +212,8 @@ def check_settings(settings: dict[str, Any], path: Path) -> None:
             if key in settings and settings[key] not in allowed:
                 raise ValueError(f"{key} is {str(settings[key])[:40]!r}, not one of {', '.join(allowed)}")
         SearchConfig(from_dict(settings["base"]), space_from_dict(settings["space"]))
-    except (ConfigError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:
-        raise SearchError(f"{path}: {str(e).splitlines()[0]}: the run cannot be resumed; start a new one") from None
+    except (ConfigError, ValueError, TypeError, KeyError, AttributeError, RecursionError, OverflowError) as e:
+        raise SearchError(f"{path}: {str(e).splitlines()[0][:200]}: the run cannot be resumed; start a new one") from None
 
 
 def prepare(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
@@ -217,14 +239,7 @@ def prepare(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
         check_settings(settings, run_dir / "search.json")
         if not (run_dir / "trials").is_dir():
             raise SearchError(f"{run_dir / 'trials'} is missing or not a folder: the run's trials are gone; start a new run")
-        for state in run_dir.glob("experiment_state-*.json"):
-            try:  # Ray, given a damaged state, logs a traceback and silently starts the search over
-                json.loads(state.read_text())
-            except (OSError, ValueError, RecursionError):
-                raise SearchError(
-                    f"{state}: Ray's saved search state is damaged, the run cannot be resumed; "
-                    f"its finished trials can still be exported: python -m search.export {run_dir}"
-                ) from None
+        check_ray_state(run_dir)
         return run_dir, settings
     if args.budget_kb is None:
         raise SearchError("--budget-kb is required, e.g. --budget-kb 36")

@@ -382,11 +382,23 @@ def test_out_not_empty(tmp_path: Path, capsys) -> None:
     assert (out / "keep.txt").exists() and not (out / "kws_model.c").exists()
     (out / "keep.txt").unlink()
     assert run_main(capsys, path, "--out", out, "--clips", "0")[0] == 0
-    (out / "kws_model.c").write_text("stale")
-    (out / "build").mkdir()
+    (out / "build" / "arm").mkdir(parents=True)  # what make builds there is replaced too
+    (out / "build" / "kws_host").write_text("binary")
+    (out / "build" / "arm" / "kws.o").write_text("object")
     rc, lines, _ = run_main(capsys, path, "--out", out, "--clips", "0", "--force")
-    assert rc == 0 and (out / "kws_model.c").read_text() != "stale" and not (out / "build").exists()
+    assert rc == 0 and not (out / "build").exists() and (out / "kws_model.c").is_file()
     assert json.loads(lines[-1])["size_bytes"] == size_bytes(load(path).cfg)
+    # A file the user changed, or put where deploy's own files go: refused, kept.
+    for where in ("Makefile", "build/notes.txt", "cmsis/mine.c", "build/arm/data/0_a_0.wav"):
+        target = out / where
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text("mine")
+        one_error(*run_main(capsys, path, "--out", out, "--clips", "0", "--force"), where, "did not write")
+        assert target.read_text() == "mine"
+        target.unlink() if where != "Makefile" else None
+        if where == "Makefile":
+            assert run_main(capsys, path, "--out", tmp_path / "fresh", "--clips", "0")[0] == 0
+            target.write_text((tmp_path / "fresh" / "Makefile").read_text())
 
 
 def test_force_never_deletes_data(tmp_path: Path, capsys) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 import tomllib
@@ -113,7 +114,7 @@ def test_resume_of_settings_that_lie_is_one_line(tmp_path, capsys):
     from search.config import Config
     from search.space import Space
 
-    good = {"name": "x", "budget_bytes": 1000, "base": Config().to_dict(), "space": {}, "trials": 3, "time_budget_s": 60.0,
+    good = {"name": "x", "budget_bytes": 1000, "budget_kb": 1, "base": Config().to_dict(), "space": {}, "trials": 3, "time_budget_s": 60.0,
             "cpus_per_trial": 1, "data_dir": str(tmp_path), "cache_dir": None}  # fmt: skip
     assert Space() is not None
     lies = {"cpus": {"cpus_per_trial": "1"}, "base": {"base": {"train": {"lr": -1}}}, "space": {"space": {"hidden_sizes": "x"}},
@@ -130,7 +131,7 @@ def test_resume_of_settings_that_lie_is_one_line(tmp_path, capsys):
 def test_resume_of_damaged_ray_state_or_lost_trials_is_one_line(tmp_path, capsys):
     from search.config import Config
 
-    good = {"name": "x", "budget_bytes": 1000, "base": Config().to_dict(), "space": {}, "trials": 3, "time_budget_s": 60.0,
+    good = {"name": "x", "budget_bytes": 1000, "budget_kb": 1, "base": Config().to_dict(), "space": {}, "trials": 3, "time_budget_s": 60.0,
             "cpus_per_trial": 1, "data_dir": str(tmp_path), "cache_dir": None}  # fmt: skip
     d = tmp_path / "lost"
     d.mkdir()
@@ -140,6 +141,12 @@ def test_resume_of_damaged_ray_state_or_lost_trials_is_one_line(tmp_path, capsys
     (d / "experiment_state-2026-11-29_00-00-00.json").write_text('{"trial_data": [')  # cut in half
     err = one_line_error(capsys, ["--resume", "--name", "lost", "--out", str(tmp_path)])
     assert "experiment_state" in err and "damaged" in err and "search.export" in err
+    # JSON that parses but is not Ray's state; then a searcher pickle cut short (no STOP opcode).
+    (d / "experiment_state-2026-11-29_00-00-00.json").write_text("{}")
+    assert "experiment_state" in one_line_error(capsys, ["--resume", "--name", "lost", "--out", str(tmp_path)])
+    (d / "experiment_state-2026-11-29_00-00-00.json").write_text('{"trial_data": [], "runner_data": {}, "stats": {}}')
+    (d / "searcher-state-2026-11-29_00-00-00.pkl").write_bytes(pickle.dumps({"a": list(range(100))})[:-20])
+    assert "searcher-state" in one_line_error(capsys, ["--resume", "--name", "lost", "--out", str(tmp_path)])
 
 
 def test_run_name_stays_inside_out(tmp_path, capsys):

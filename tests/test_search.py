@@ -378,6 +378,45 @@ def test_export_bad_run_folders_one_line(tmp_path, capsys):
         assert not (d / ".artifacts.new").exists()
 
 
+def test_a_refit_is_reused_only_as_it_was_verified(tmp_path):
+    """Export reuses a refit (no retraining) when its record and files are as written, also with
+    no test speaker (test_acc null); an edited figure, model or predictions file means refit again."""
+    from search.export import REFIT_FILES, _record_digest, _reusable_refit, _sha256
+
+    (tmp_path / "model.safetensors").write_bytes(b"model")
+    (tmp_path / "predictions.json").write_text('{"0_george_0.wav": 0}')
+    record = {"verify": {"agree": 1.0, "test_acc": None}, "test_acc": None, "artifact": "model.safetensors"}
+    record["files"] = {name: _sha256(tmp_path / name) for name in REFIT_FILES}
+    record["digest"] = _record_digest(record)
+    (tmp_path / "refit.json").write_text(json.dumps(record))
+    assert _reusable_refit(tmp_path) == record
+    edited = record | {"verify": {"agree": 0.123, "test_acc": None}}
+    (tmp_path / "refit.json").write_text(json.dumps(edited))
+    assert _reusable_refit(tmp_path) is None
+    (tmp_path / "refit.json").write_text(json.dumps(record))
+    (tmp_path / "model.safetensors").write_bytes(b"mode")
+    assert _reusable_refit(tmp_path) is None
+
+
+def test_an_export_never_empties_a_front_it_cannot_rebuild(tmp_path, capsys):
+    """Every record gone or unreadable (trials/ emptied): the old front stays, one line."""
+    from search.config import Config
+    from search.export import main as export_main
+
+    good = {"name": "x", "budget_bytes": 1000, "budget_kb": 1, "base": Config().to_dict(), "space": {}, "trials": 3,
+            "time_budget_s": 60.0, "cpus_per_trial": 1, "data_dir": str(tmp_path), "cache_dir": None}  # fmt: skip
+    (tmp_path / "trials" / "0001-fp32-h4").mkdir(parents=True)
+    (tmp_path / "trials" / "0001-fp32-h4" / "record.json").write_text('{"val_acc": 0.5, "size_b')
+    (tmp_path / "artifacts").mkdir()
+    (tmp_path / "artifacts" / "00-kept.safetensors").write_text("x")
+    (tmp_path / "pareto.json").write_text('{"front": [{"rank": 0}]}')
+    (tmp_path / "search.json").write_text(json.dumps(good))
+    assert export_main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith("error: ") and "kept as it was" in err[-1]
+    assert (tmp_path / "artifacts" / "00-kept.safetensors").exists() and '"rank": 0' in (tmp_path / "pareto.json").read_text()
+
+
 def test_an_unreadable_trial_record_is_left_out_with_a_warning(tmp_path, capsys):
     from search.config import Config
     from search.export import finished_records
@@ -391,7 +430,7 @@ def test_an_unreadable_trial_record_is_left_out_with_a_warning(tmp_path, capsys)
     # Records edited or damaged into the wrong types: each left out, not a traceback later.
     fine = {"val_acc": 0.5, "size_bytes": 100, "quant": "fp32", "hidden_size": 4}
     fold = {"speaker": "george", "n": 10, "correct": 5, "loss_sum": 1.0, "confusion": [[1] * 10] + [[0] * 10] * 9}
-    speaker = fine | {"protocol": "speakers", "folds": [fold], "new_speaker_mean": 0.5, "new_speaker_worst": 0.5,
+    speaker = fine | {"protocol": "speakers", "folds": [fold], "new_speaker_acc": 0.5, "new_speaker_mean": 0.5, "new_speaker_worst": 0.5,
                       "worst_speaker": "george", "val_loss": 1.0, "acc_george": 0.5}  # fmt: skip
     lies = [
         fine | {"cost_bytes": "672"},

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 from collections.abc import Sequence
@@ -31,23 +33,58 @@ def refuse_overlap(out: Path, inputs: Sequence[tuple[str, Path]]) -> None:
 
 
 GENERATED_FILES = ("kws_model.h", "kws_model.c", "kws_clips.h", "kws_clips.c")
-OWNED = frozenset(LIBRARY_FILES + HARNESS_FILES + GENERATED_FILES + ("cmsis", "build"))  # what a deploy writes, or make builds
+MANIFEST = ".kws-deploy.json"  # every file a deploy wrote, with its SHA-256: what --force may replace
+BUILD_OUTPUTS = frozenset({"kws_host", "kws_device.elf", "kws_measure.elf", "kws_measure.map"})  # the Makefile's, in build/
+BUILD_OBJECT_DIRS = frozenset({"arm", "harness", "bare"})  # build/<dir>/*.o, *.ci, *.su
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _is_build_output(rel: Path) -> bool:
+    parts = rel.parts
+    if len(parts) == 2 and parts[0] == "build":
+        return parts[1] in BUILD_OUTPUTS
+    return len(parts) == 3 and parts[0] == "build" and parts[1] in BUILD_OBJECT_DIRS and rel.suffix in (".o", ".ci", ".su", ".d")
+
+
+def _foreign(out: Path) -> list[str]:
+    """Files and links under `out` that neither a deploy wrote (unchanged since: the manifest's
+    SHA-256) nor its Makefile builds; everything, if there is no readable manifest."""
+    try:
+        written = json.loads((out / MANIFEST).read_text())["files"]
+        if not isinstance(written, dict):
+            raise TypeError
+    except (OSError, ValueError, TypeError, KeyError, RecursionError):
+        written = {}
+    foreign = []
+    for path in sorted(out.rglob("*")):
+        rel = path.relative_to(out)
+        if path.is_dir() and not path.is_symlink():
+            continue
+        if rel.as_posix() == MANIFEST or (path.is_file() and not path.is_symlink() and _is_build_output(rel)):
+            continue
+        if path.is_symlink() or not path.is_file() or written.get(rel.as_posix()) != _sha256(path):
+            foreign.append(rel.as_posix())
+    return foreign
 
 
 def prepare_out(out: Path, force: bool) -> None:
-    """Create `out`, refusing one that exists and is not empty unless `force`; then its contents
-    are replaced, but only if they are a library that search.deploy wrote (every entry one of its
-    own names): --force never deletes what the user put there (data, artifacts, other work)."""
+    """Create `out`, refusing one that exists and is not empty unless `force`. Then its contents
+    are replaced, but only if every file in it is one a deploy wrote and nobody changed since
+    (the manifest), or one its Makefile builds: --force never deletes what the user put there."""
     if out.exists() and not out.is_dir():
         raise DeployError(f"--out {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):
         if not force:
             raise DeployError(f"--out {out} exists and is not empty (pass --force to replace its contents)")
-        foreign = sorted(c.name for c in out.iterdir() if c.name not in OWNED)
+        foreign = _foreign(out)
         if foreign:
+            more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
             raise DeployError(
-                f"--out {out} holds {foreign[0]!r}{f' and {len(foreign) - 1} more' if len(foreign) > 1 else ''}, "
-                "which search.deploy did not write: --force replaces only a library folder; choose another --out"
+                f"--out {out} holds {foreign[0]!r}{more}, which search.deploy did not write (or which changed since): "
+                "--force replaces only a library folder it wrote; choose another --out"
             )
         for child in out.iterdir():
             shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
@@ -89,3 +126,5 @@ def write_library(
         shutil.copytree(CMSIS, out / "cmsis", dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
     for name, text in files.items():
         (out / name).write_text(text)
+    written = {p.relative_to(out).as_posix(): _sha256(p) for p in sorted(out.rglob("*")) if p.is_file() and p.name != MANIFEST}
+    (out / MANIFEST).write_text(json.dumps({"files": written}, indent=1, sort_keys=True))
