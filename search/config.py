@@ -157,9 +157,13 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             except ValueError:
                 pass
         if isinstance(value, int | float) and not isinstance(value, bool):
-            if not math.isfinite(value):  # YAML's .nan and .inf are floats
+            try:
+                number = float(value)  # an int beyond float's range overflows
+            except OverflowError:
+                number = math.inf
+            if not math.isfinite(number):  # YAML's .nan and .inf are floats
                 raise ConfigError(f"{where}: expected a finite number, got {value!r}")
-            return float(value)
+            return number
     elif tp is str:
         if isinstance(value, str):
             return value
@@ -263,10 +267,13 @@ def _check(cond: bool, msg: str) -> None:
 
 def _in(v: Any, lo: float, hi: float, closed_hi: bool = True) -> bool:
     """lo <= v <= hi (or < hi), for a finite number v (NaN and inf are outside every range)."""
-    return isinstance(v, int | float) and math.isfinite(v) and lo <= v and (v <= hi if closed_hi else v < hi)
+    finite = isinstance(v, int) or (isinstance(v, float) and math.isfinite(v))  # math.isfinite of a huge int overflows
+    return finite and lo <= v and (v <= hi if closed_hi else v < hi)
 
 
 SEED_MAX = 2**32 - 1  # numpy's and Lightning's seed range
+EPOCHS_MAX = 100_000  # days of training for the smallest model here: any more is a typo
+BATCH_MAX = 1 << 20  # far beyond FSDD's 3,000 clips
 HIDDEN_MAX = 4096  # 67 M float32 LSTM weights (270 MB): far beyond any flash budget this searches
 THREADS_MAX = 1024  # torch accepts more, then crashes (1e5 threads: a segfault)
 SPLIT_FORMS = ("random", "official", "all", PROTOCOL_SPEAKERS, "speaker:NAME", "loso:NAME")
@@ -290,13 +297,12 @@ def validate(cfg: Config) -> None:
     """Every field's range and the cross-field rules, before any work. Raises ConfigError, one
     line naming `section.field` and what it allows. Floats must be finite everywhere."""
     m, t, q = cfg.model, cfg.train, cfg.quant
-    inf = math.inf
     # Upper bounds keep a typo from ending in an allocation failure or a crash deep inside torch.
     _check(_in(m.hidden_size, 1, HIDDEN_MAX), f"model.hidden_size must be in 1..{HIDDEN_MAX}, got {m.hidden_size}")
     problem = feature_problem(cfg.features)
     _check(problem is None, f"features.{problem}")
-    _check(_in(t.epochs, 1, inf), f"train.epochs must be >= 1, got {t.epochs}")
-    _check(_in(t.batch_size, 1, inf), f"train.batch_size must be >= 1, got {t.batch_size}")
+    _check(_in(t.epochs, 1, EPOCHS_MAX), f"train.epochs must be in 1..{EPOCHS_MAX}, got {t.epochs}")
+    _check(_in(t.batch_size, 1, BATCH_MAX), f"train.batch_size must be in 1..{BATCH_MAX}, got {t.batch_size}")
     _check(_in(t.lr, 0, 1) and t.lr > 0, f"train.lr must be in (0, 1] (Adam's step size), got {t.lr}")
     _check(_in(t.weight_decay, 0, 1), f"train.weight_decay must be in [0, 1], got {t.weight_decay}")
     _check(t.lr_schedule in ("cosine", "constant"), f"train.lr_schedule must be cosine or constant, got {t.lr_schedule!r}")
@@ -320,7 +326,10 @@ def validate(cfg: Config) -> None:
         not (cfg.prune.schedule and q.mode == "qat" and q.impl == "quantlstm"),
         "prune.schedule: pruning is not supported with quant.impl=quantlstm",
     )
-    _check(q.parent_epochs is None or _in(q.parent_epochs, 1, inf), f"quant.parent_epochs must be >= 1 (or null), got {q.parent_epochs}")
+    _check(
+        q.parent_epochs is None or _in(q.parent_epochs, 1, EPOCHS_MAX),
+        f"quant.parent_epochs must be in 1..{EPOCHS_MAX} (or null), got {q.parent_epochs}",
+    )
     _check(
         q.parent_lr is None or (_in(q.parent_lr, 0, 1) and q.parent_lr > 0),
         f"quant.parent_lr must be in (0, 1] (or null), got {q.parent_lr}",

@@ -80,6 +80,17 @@ def check_record(r: Any) -> None:
             raise ValueError(f"{key} is {str(v)[:20]!r}")  # also NaN, infinities, and integers beyond a float's exact range
     if not isinstance(r.get("quant"), str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,40}", r["quant"]):
         raise ValueError(f"quant is {str(r.get('quant'))[:40]!r}")  # it names the exported file
+    sparsity = r.get("sparsity", 0.0)
+    if isinstance(sparsity, bool) or not isinstance(sparsity, int | float) or not 0 <= sparsity <= 1:
+        raise ValueError(f"sparsity is {str(sparsity)[:20]!r}")
+    if r.get("protocol") != PROTOCOL_SPEAKERS:  # what a random-split row copies from its record
+        for key, kind in (("seed", int), ("size_bytes_study", int | float)):
+            v = r.get(key)
+            if isinstance(v, bool) or not isinstance(v, kind) or not 0 <= v < 2**53:
+                raise ValueError(f"{key} is {str(v)[:20]!r}")
+        hash_ok = isinstance(r.get("split_hash"), str) and re.fullmatch(r"[0-9a-f]{12}", r["split_hash"])
+        if not isinstance(r.get("split"), str) or not hash_ok:
+            raise ValueError("split or split_hash is not what a trial writes")
     if r.get("protocol") == PROTOCOL_SPEAKERS:
         from search.speakers import FoldResult
 
@@ -148,11 +159,11 @@ def refit(trial_dir: str, out_dir: str, data_dir: str, cache_dir: str | None, es
 
     out = Path(out_dir)
     done = out / "refit.json"
-    reused = _reusable_refit(out)
+    cfg = refit_config(from_dict(json.loads((Path(trial_dir) / "config.json").read_text())))
+    reused = _reusable_refit(out, cfg.to_dict())  # only a refit of this very configuration
     if reused is not None:
         return reused
     quiet()
-    cfg = refit_config(from_dict(json.loads((Path(trial_dir) / "config.json").read_text())))
     dm = make_datamodule(cfg, data_dir, cache_dir)
     net, _, _ = train(cfg, dm, None, (), cache_dir)
     record = save(cfg, net, dm, out, estimate)
@@ -160,6 +171,7 @@ def refit(trial_dir: str, out_dir: str, data_dir: str, cache_dir: str | None, es
     # The numpy reference, from the artifact and the wavs alone: here, in parallel with the other refits.
     record["verify"] = verify(out / "model.safetensors", data_dir)
     record["files"] = {name: _sha256(out / name) for name in REFIT_FILES}
+    record["config"] = cfg.to_dict()  # what was refit: a refit folder swapped in from another run is not reused
     record["digest"] = _record_digest(record)
     write_json(done, record)
     return record
@@ -168,7 +180,7 @@ def refit(trial_dir: str, out_dir: str, data_dir: str, cache_dir: str | None, es
 REFIT_FILES = ("model.safetensors", "predictions.json")  # what the export publishes from a refit
 
 
-def _reusable_refit(out: Path) -> dict[str, Any] | None:
+def _reusable_refit(out: Path, want: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """The record of an earlier refit in `out` if it is whole and its files are still the ones it
     verified (same SHA-256); None (refit again) if anything is missing, cut short, edited or odd."""
     try:
@@ -176,6 +188,8 @@ def _reusable_refit(out: Path) -> dict[str, Any] | None:
         whole = (
             isinstance(record, dict)
             and record.get("digest") == _record_digest(record)
+            and (want is None or record.get("config") == want)
+            and isinstance(record.get("verify"), dict)
             and isinstance(record["files"], dict)
             and all(record["files"].get(name) == _sha256(out / name) for name in REFIT_FILES)
         )
@@ -239,11 +253,6 @@ def export(
     records = finished_records(run_dir)
     feasible = [r for r in records if cost(r) <= budget and (speakers or _has_model(r))]
     front = pareto_front(feasible)
-    if not front and _old_front_size(run_dir) > 0:
-        raise DataError(
-            f"{run_dir / 'trials'}: no finished trial within the budget can be read ({len(records)} records), but the run's "
-            "exported front has members: kept as it was"
-        )
     # The new front's files are made beside the old ones and swapped in at the end: an export that
     # fails half-way leaves the previous front (pareto.* and artifacts/) as it was.
     art_dir = run_dir / ".artifacts.new"
@@ -278,6 +287,11 @@ def _write_front(
         rows = [_speaker_row(rank, r, out, run_dir, art_dir) for rank, (r, out) in pairs]
     else:
         rows = _random_rows(front, run_dir, art_dir, data_dir, cache_dir, verify)
+    if not rows and _old_front_size(run_dir) > 0:
+        raise DataError(
+            f"{run_dir / 'trials'}: no finished trial within the budget can be read or exported ({len(records)} records), "
+            "but the run's exported front has members: kept as it was"
+        )
     for row in rows:
         row["artifact"] = str(Path("artifacts") / Path(row["artifact"]).name)
     # The winner is chosen on what the search ranks (test accuracy only reports it): the top of the front.
@@ -317,11 +331,13 @@ def _write_front(
 
 
 def _old_front_size(run_dir: Path) -> int:
-    """Members of the front exported before (pareto.json), or 0 if there is none or it cannot be read."""
+    """Members of the front exported before: those pareto.json lists, or the artifacts there are
+    (if pareto.json cannot be read); 0 if there are none."""
     try:
-        return len(json.loads((run_dir / "pareto.json").read_text())["front"])
+        listed = len(json.loads((run_dir / "pareto.json").read_text())["front"])
     except (OSError, ValueError, TypeError, KeyError, RecursionError):
-        return 0
+        listed = 0
+    return max(listed, len(list((run_dir / "artifacts").glob("*.safetensors"))))
 
 
 def _has_model(r: dict[str, Any]) -> bool:

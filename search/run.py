@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickletools
 import re
 import socket
 import sys
@@ -157,17 +158,24 @@ def check_data(base: Config, data_dir: str, cache_dir: str | None) -> None:
 def check_ray_state(run_dir: Path) -> None:
     """SearchError if Ray's saved state in `run_dir` is visibly damaged: Ray, given a damaged state,
     logs a traceback and silently starts the search over. The experiment state (JSON) must hold
-    its trial list and runner data; the searcher's pickles must end in pickle's STOP opcode (a file
-    cut short does not). Ray's own pickles are not unpickled here."""
-    for state in sorted(run_dir.glob("experiment_state-*.json")) + sorted(run_dir.glob("search*-state-*")):
+    its trial list (each trial two JSON objects) and its runner data; each of Ray's pickles
+    (tuner.pkl, the searcher's states) must decode as a pickle opcode stream ending at its STOP
+    (pickletools reads the opcodes without executing any)."""
+    states = sorted(run_dir.glob("experiment_state-*.json"))
+    pickles = [run_dir / "tuner.pkl"] + sorted(run_dir.glob("searcher-state-*")) + sorted(run_dir.glob("search_gen_state-*"))
+    for state in states + [p for p in pickles if p.exists()]:
         try:
-            if state.name.startswith("experiment_state-"):
+            if state in states:
                 data = json.loads(state.read_text())
-                whole = isinstance(data, dict) and isinstance(data.get("trial_data"), list) and isinstance(data.get("runner_data"), dict)
-            else:  # searcher-state-*.pkl, search_gen_state-*.json: pickles
+                trials = data["trial_data"]
+                whole = isinstance(data["runner_data"], dict) and all(
+                    isinstance(pair, list) and len(pair) == 2 and all(isinstance(json.loads(x), dict) for x in pair) for pair in trials
+                )
+            else:
                 raw = state.read_bytes()
-                whole = len(raw) > 2 and raw[:1] == b"\x80" and raw.endswith(b".")
-        except (OSError, ValueError, RecursionError):
+                ops = list(pickletools.genops(raw))
+                whole = bool(ops) and ops[-1][0].name == "STOP" and ops[-1][2] == len(raw) - 1
+        except (OSError, ValueError, TypeError, KeyError, RecursionError, EOFError):
             whole = False
         if not whole:
             raise SearchError(
@@ -189,7 +197,8 @@ def check_settings(settings: dict[str, Any], path: Path) -> None:
     ints = ("budget_bytes", "trials", "cpus_per_trial")
     try:
         bad = [k for k in ints if isinstance(settings[k], bool) or not isinstance(settings[k], int) or settings[k] < 1]
-        if not isinstance(settings["time_budget_s"], int | float) or not settings["time_budget_s"] > 0:
+        t = settings["time_budget_s"]
+        if isinstance(t, bool) or not isinstance(t, int | float) or not 0 < t < 2**40:
             bad.append("time_budget_s")
         budget_kb = settings["budget_kb"]
         if isinstance(budget_kb, bool) or not isinstance(budget_kb, int | float) or not 0 < budget_kb < 2**30:

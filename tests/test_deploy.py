@@ -389,14 +389,19 @@ def test_out_not_empty(tmp_path: Path, capsys) -> None:
     assert rc == 0 and not (out / "build").exists() and (out / "kws_model.c").is_file()
     assert json.loads(lines[-1])["size_bytes"] == size_bytes(load(path).cfg)
     # A file the user changed, or put where deploy's own files go: refused, kept.
+    (out / "mine" / "sub").mkdir(parents=True)  # an empty folder of the user's is kept too
+    one_error(*run_main(capsys, path, "--out", out, "--clips", "0", "--force"), "mine", "did not write")
+    assert (out / "mine" / "sub").is_dir()
+    shutil.rmtree(out / "mine")
     for where in ("Makefile", "build/notes.txt", "cmsis/mine.c", "build/arm/data/0_a_0.wav"):
         target = out / where
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text("mine")
-        one_error(*run_main(capsys, path, "--out", out, "--clips", "0", "--force"), where, "did not write")
+        one_error(*run_main(capsys, path, "--out", out, "--clips", "0", "--force"), Path(where).parts[0], "did not write")
         assert target.read_text() == "mine"
-        target.unlink() if where != "Makefile" else None
-        if where == "Makefile":
+        if where != "Makefile":
+            shutil.rmtree(out / Path(where).parts[0])
+        else:
             assert run_main(capsys, path, "--out", tmp_path / "fresh", "--clips", "0")[0] == 0
             target.write_text((tmp_path / "fresh" / "Makefile").read_text())
 

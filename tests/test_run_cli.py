@@ -145,8 +145,18 @@ def test_resume_of_damaged_ray_state_or_lost_trials_is_one_line(tmp_path, capsys
     (d / "experiment_state-2026-11-29_00-00-00.json").write_text("{}")
     assert "experiment_state" in one_line_error(capsys, ["--resume", "--name", "lost", "--out", str(tmp_path)])
     (d / "experiment_state-2026-11-29_00-00-00.json").write_text('{"trial_data": [], "runner_data": {}, "stats": {}}')
-    (d / "searcher-state-2026-11-29_00-00-00.pkl").write_bytes(pickle.dumps({"a": list(range(100))})[:-20])
+    state = pickle.dumps({"ray.tune": list(range(100))})
+    (d / "searcher-state-2026-11-29_00-00-00.pkl").write_bytes(state[:-20])
     assert "searcher-state" in one_line_error(capsys, ["--resume", "--name", "lost", "--out", str(tmp_path)])
+    cut_at_a_dot = state[: state.index(b"ray.tune") + 4]  # ends in a '.' byte that is not pickle's STOP
+    (d / "searcher-state-2026-11-29_00-00-00.pkl").write_bytes(cut_at_a_dot)
+    assert "searcher-state" in one_line_error(capsys, ["--resume", "--name", "lost", "--out", str(tmp_path)])
+    (d / "searcher-state-2026-11-29_00-00-00.pkl").write_bytes(state)
+    (d / "search_gen_state-2026-11-29_00-00-00.json").write_bytes(state[: len(state) // 2])
+    assert "search_gen_state" in one_line_error(capsys, ["--resume", "--name", "lost", "--out", str(tmp_path)])
+    (d / "search_gen_state-2026-11-29_00-00-00.json").write_bytes(state)
+    (d / "experiment_state-2026-11-29_00-00-00.json").write_text('{"trial_data": [["x", "y"]], "runner_data": {}}')
+    assert "experiment_state" in one_line_error(capsys, ["--resume", "--name", "lost", "--out", str(tmp_path)])
 
 
 def test_run_name_stays_inside_out(tmp_path, capsys):

@@ -390,6 +390,7 @@ def test_a_refit_is_reused_only_as_it_was_verified(tmp_path):
     record["digest"] = _record_digest(record)
     (tmp_path / "refit.json").write_text(json.dumps(record))
     assert _reusable_refit(tmp_path) == record
+    assert _reusable_refit(tmp_path, {"train": {"split": "all"}}) is None  # another configuration's refit
     edited = record | {"verify": {"agree": 0.123, "test_acc": None}}
     (tmp_path / "refit.json").write_text(json.dumps(edited))
     assert _reusable_refit(tmp_path) is None
@@ -425,10 +426,11 @@ def test_an_unreadable_trial_record_is_left_out_with_a_warning(tmp_path, capsys)
     for d in (good, cut):
         d.mkdir(parents=True)
         (d / "config.json").write_text(json.dumps(Config().to_dict()))
-    (good / "record.json").write_text(json.dumps({"val_acc": 0.5, "size_bytes": 100, "quant": "fp32", "hidden_size": 4}))
+    fine = {"val_acc": 0.5, "size_bytes": 100, "quant": "fp32", "hidden_size": 4, "seed": 0, "size_bytes_study": 400,
+            "split": "random", "split_hash": "0123456789ab", "sparsity": 0.0}  # fmt: skip
+    (good / "record.json").write_text(json.dumps(fine))
     (cut / "record.json").write_text('{"val_acc": 0.5, "size_b')  # a process killed mid-write (before writes were atomic)
     # Records edited or damaged into the wrong types: each left out, not a traceback later.
-    fine = {"val_acc": 0.5, "size_bytes": 100, "quant": "fp32", "hidden_size": 4}
     fold = {"speaker": "george", "n": 10, "correct": 5, "loss_sum": 1.0, "confusion": [[1] * 10] + [[0] * 10] * 9}
     speaker = fine | {"protocol": "speakers", "folds": [fold], "new_speaker_acc": 0.5, "new_speaker_mean": 0.5, "new_speaker_worst": 0.5,
                       "worst_speaker": "george", "val_loss": 1.0, "acc_george": 0.5}  # fmt: skip
@@ -440,6 +442,11 @@ def test_an_unreadable_trial_record_is_left_out_with_a_warning(tmp_path, capsys)
         speaker | {"folds": [fold | {"confusion": "x"}]},
         speaker | {"folds": [fold | {"n": 11}]},
         speaker | {"acc_george": "x"},
+        fine | {"quant": "a/b"},
+        fine | {"size_bytes": 10**400},
+        fine | {"sparsity": "abc"},
+        {k: v for k, v in fine.items() if k != "seed"},
+        fine | {"split_hash": {"a": 1}},
     ]
     (good / "record.json").write_text(json.dumps(speaker))
     assert len(finished_records(tmp_path)) == 1

@@ -58,10 +58,14 @@ def _foreign(out: Path) -> list[str]:
             raise TypeError
     except (OSError, ValueError, TypeError, KeyError, RecursionError):
         written = {}
+    dirs = {"build"} | {f"build/{d}" for d in BUILD_OBJECT_DIRS}
+    dirs |= {p.as_posix() for name in written for p in Path(name).parents if p != Path(".")}
     foreign = []
     for path in sorted(out.rglob("*")):
         rel = path.relative_to(out)
         if path.is_dir() and not path.is_symlink():
+            if rel.as_posix() not in dirs:  # a folder of the user's, even an empty one
+                foreign.append(rel.as_posix())
             continue
         if rel.as_posix() == MANIFEST or (path.is_file() and not path.is_symlink() and _is_build_output(rel)):
             continue
