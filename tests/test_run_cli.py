@@ -194,3 +194,12 @@ def test_python_dash_m_reports_errors_raised_in_the_tuner_in_one_line(small_data
     )  # fmt: skip
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1].startswith("error: --cpus-per-trial")
+
+
+def test_small_flash_budget_on_the_default_space_hints_at_the_on_chip_space():
+    from search.run import flash_hint
+
+    assert "configs/on-chip.yaml" in flash_hint(parse_args(["--budget-kb", "8", "--budget-on", "flash"]))
+    assert flash_hint(parse_args(["--budget-kb", "8"])) is None
+    assert flash_hint(parse_args(["--budget-kb", "36", "--budget-on", "flash"])) is None
+    assert flash_hint(parse_args(["--budget-kb", "8", "--budget-on", "flash", "--config", str(REPO / "configs" / "on-chip.yaml")])) is None
