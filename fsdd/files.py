@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -32,3 +33,8 @@ def write_json(path: str | Path, obj: Any, indent: int | None = 1) -> None:
     """`obj` as JSON, written atomically (a record half-written by a killed process would be unreadable)."""
     text = json.dumps(obj, indent=indent)
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

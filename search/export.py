@@ -29,7 +29,7 @@ import numpy as np
 from safetensors import SafetensorError
 
 from fsdd.errors import DataError
-from fsdd.files import atomic_write, write_json
+from fsdd.files import atomic_write, sha256_file, write_json
 from fsdd.splits import PROTOCOL_SPEAKERS
 from search.artifact import ArtifactError
 from search.config import Config, ConfigError, from_dict
@@ -138,10 +138,6 @@ def all_points(run_dir: Path) -> list[tuple[float, float, bool]]:
     return points
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def refit_config(cfg: Config) -> Config:
     """The configuration of a speaker-protocol member's deployable model: trained on every
     speaker (`all`), or, with a test speaker, on every other one and tested on it (`loso:T`)."""
@@ -170,7 +166,7 @@ def refit(trial_dir: str, out_dir: str, data_dir: str, cache_dir: str | None, es
     record["test_acc"] = test(cfg, net, dm, out)
     # The numpy reference, from the artifact and the wavs alone: here, in parallel with the other refits.
     record["verify"] = verify(out / "model.safetensors", data_dir)
-    record["files"] = {name: _sha256(out / name) for name in REFIT_FILES}
+    record["files"] = {name: sha256_file(out / name) for name in REFIT_FILES}
     record["config"] = cfg.to_dict()  # what was refit: a refit folder swapped in from another run is not reused
     record["digest"] = _record_digest(record)
     write_json(done, record)
@@ -191,7 +187,7 @@ def _reusable_refit(out: Path, want: dict[str, Any] | None = None) -> dict[str, 
             and (want is None or record.get("config") == want)
             and isinstance(record.get("verify"), dict)
             and isinstance(record["files"], dict)
-            and all(record["files"].get(name) == _sha256(out / name) for name in REFIT_FILES)
+            and all(record["files"].get(name) == sha256_file(out / name) for name in REFIT_FILES)
         )
     except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError, OverflowError):  # not there, cut short, odd
         return None
@@ -395,7 +391,7 @@ def _common(rank: int, r: dict[str, Any], cfg: Config, artifact: Path, run_dir: 
         "sparsity": r.get("sparsity", 0.0),
         "verify_agree": check["agree"],
         "artifact": str(artifact.relative_to(run_dir)),
-        "sha256": _sha256(artifact),
+        "sha256": sha256_file(artifact),
         **on_chip(artifact, cfg),
     }
 

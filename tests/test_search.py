@@ -381,12 +381,13 @@ def test_export_bad_run_folders_one_line(tmp_path, capsys):
 def test_a_refit_is_reused_only_as_it_was_verified(tmp_path):
     """Export reuses a refit (no retraining) when its record and files are as written, also with
     no test speaker (test_acc null); an edited figure, model or predictions file means refit again."""
-    from search.export import REFIT_FILES, _record_digest, _reusable_refit, _sha256
+    from fsdd.files import sha256_file
+    from search.export import REFIT_FILES, _record_digest, _reusable_refit
 
     (tmp_path / "model.safetensors").write_bytes(b"model")
     (tmp_path / "predictions.json").write_text('{"0_george_0.wav": 0}')
     record = {"verify": {"agree": 1.0, "test_acc": None}, "test_acc": None, "artifact": "model.safetensors"}
-    record["files"] = {name: _sha256(tmp_path / name) for name in REFIT_FILES}
+    record["files"] = {name: sha256_file(tmp_path / name) for name in REFIT_FILES}
     record["digest"] = _record_digest(record)
     (tmp_path / "refit.json").write_text(json.dumps(record))
     assert _reusable_refit(tmp_path) == record

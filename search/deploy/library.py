@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fsdd.files import sha256_file
 from search.deploy.emit import clips_files, model_header, model_source
 from search.deploy.errors import DeployError
 from search.deploy.spec import ModelSpec
@@ -36,10 +36,6 @@ GENERATED_FILES = ("kws_model.h", "kws_model.c", "kws_clips.h", "kws_clips.c")
 MANIFEST = ".kws-deploy.json"  # every file a deploy wrote, with its SHA-256: what --force may replace
 BUILD_OUTPUTS = frozenset({"kws_host", "kws_device.elf", "kws_measure.elf", "kws_measure.map"})  # the Makefile's, in build/
 BUILD_OBJECT_DIRS = frozenset({"arm", "harness", "bare"})  # build/<dir>/*.o, *.ci, *.su
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _is_build_output(rel: Path) -> bool:
@@ -69,7 +65,7 @@ def _foreign(out: Path) -> list[str]:
             continue
         if rel.as_posix() == MANIFEST or (path.is_file() and not path.is_symlink() and _is_build_output(rel)):
             continue
-        if path.is_symlink() or not path.is_file() or written.get(rel.as_posix()) != _sha256(path):
+        if path.is_symlink() or not path.is_file() or written.get(rel.as_posix()) != sha256_file(path):
             foreign.append(rel.as_posix())
     return foreign
 
@@ -130,5 +126,5 @@ def write_library(
         shutil.copytree(CMSIS, out / "cmsis", dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
     for name, text in files.items():
         (out / name).write_text(text)
-    written = {p.relative_to(out).as_posix(): _sha256(p) for p in sorted(out.rglob("*")) if p.is_file() and p.name != MANIFEST}
+    written = {p.relative_to(out).as_posix(): sha256_file(p) for p in sorted(out.rglob("*")) if p.is_file() and p.name != MANIFEST}
     (out / MANIFEST).write_text(json.dumps({"files": written}, indent=1, sort_keys=True))

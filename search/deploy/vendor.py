@@ -10,7 +10,6 @@ Without --sdist it runs `pip download cmsisdsp==VERSION --no-binary :all: --no-d
 from __future__ import annotations
 
 import argparse
-import hashlib
 import re
 import shutil
 import subprocess
@@ -18,6 +17,8 @@ import sys
 import tarfile
 import tempfile
 from pathlib import Path
+
+from fsdd.files import sha256_file
 
 VERSION = "1.10.3"
 CMSIS_DIR = Path(__file__).resolve().parent / "cmsis"
@@ -63,7 +64,7 @@ def extract_tables(text: str) -> str:
 
 
 def refresh(sdist: Path) -> None:
-    digest = hashlib.sha256(sdist.read_bytes()).hexdigest()
+    digest = sha256_file(sdist)
     with tempfile.TemporaryDirectory() as tmp, tarfile.open(sdist) as tar:
         tar.extractall(tmp, filter="data")
         (root,) = Path(tmp).iterdir()
