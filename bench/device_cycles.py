@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 
 from fsdd.audio import list_wavs, trim_silence
-from search.config import Config, from_dict
 from search.deploy.check import INSTRUCTIONS_PER_TICK
 from search.deploy.clips import pcm16
 from search.deploy.library import write_library
@@ -33,6 +32,7 @@ from search.deploy.measure import measure_folder
 from search.deploy.runner import run_device
 from search.deploy.spec import ModelSpec, load
 from search.deploy.synthetic import random_artifact
+from search.schema import Config, from_dict
 
 SAMPLES = 8000  # one second at 8 kHz
 SMALL = {"n_fft": 256, "hop_length": 128, "n_mels": 20, "n_mfcc": 10}

@@ -22,10 +22,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from timing import EpochTimer  # noqa: E402
 
 from fsdd.download import resolve_data_dir  # noqa: E402
-from fsdd.features import FeatureConfig, load_features  # noqa: E402
-from search.config import from_dict  # noqa: E402
+from fsdd.features import load_features  # noqa: E402
+from fsdd.schema import FeatureConfig  # noqa: E402
+from search.fit import fit, make_datamodule, quiet  # noqa: E402
 from search.model import PlainClassifier  # noqa: E402
-from search.train import fit, make_datamodule, quiet  # noqa: E402
+from search.schema import from_dict  # noqa: E402
 
 EPOCHS = 4
 

@@ -18,10 +18,10 @@ import sys
 from pathlib import Path
 
 from fsdd.download import resolve_data_dir
-from search.config import Config, from_dict, load_config
+from search.fit import quant_label, quiet
+from search.protocol import SpeakerFolds
+from search.schema import Config, from_dict, load_config
 from search.size import size_bytes
-from search.speakers import run_folds
-from search.train import quant_label, quiet
 
 
 def winner_config(run_dir: Path) -> Config:
@@ -35,7 +35,7 @@ def table(name: str, cfg: Config, seeds: list[int], data_dir: Path, cache_dir: s
     per_seed = []
     for seed in seeds:
         fold_cfg = cfg.replace(train={"seed": seed, "split": "speakers", "test_speaker": None})
-        t = run_folds(fold_cfg, data_dir, cache_dir)
+        t = SpeakerFolds().run_folds(fold_cfg, data_dir, cache_dir)
         per_seed.append(t)
         print(t.format(f"\n{name}: {quant_label(cfg)} h{cfg.model.hidden_size}, {size_bytes(cfg)} B, seed {seed}"), flush=True)
     speakers = [f.speaker for f in per_seed[0].folds]

@@ -16,8 +16,9 @@ import tempfile
 from pathlib import Path
 
 from fsdd.download import resolve_data_dir
-from search.config import load_config
-from search.train import quiet, run
+from search.fit import quiet
+from search.protocol import run_one
+from search.schema import load_config
 
 STUDY = {  # the manual study's reported figures (test accuracy %, hidden size)
     "baseline": ("Baseline", 97, 128),
@@ -44,7 +45,7 @@ def main() -> int:
             cfg = load_config(Path("configs/study") / f"{name}.yaml")
             runs = []
             for seed in args.seeds:
-                r = run(cfg.replace(train={"seed": seed}), data_dir, Path(tmp) / f"{name}-{seed}")
+                r, _ = run_one(cfg.replace(train={"seed": seed}), data_dir, Path(tmp) / f"{name}-{seed}")
                 r["config"] = name
                 runs.append(r)
                 records.append(r)

@@ -1,9 +1,9 @@
 """Training-only augmentation for new voices: audio variants of each clip (speed perturbation,
-additive noise), computed once and cached like the features, and SpecAugment-style time masks."""
+additive noise), computed once and cached like the features, and SpecAugment-style time masks.
+What a run asks for is an fsdd.schema.AugmentConfig."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import math
 from dataclasses import dataclass
@@ -12,53 +12,15 @@ import numpy as np
 import torch
 import torchaudio
 
+from fsdd.schema import AugmentConfig
 
-@dataclass(frozen=True)
-class AugmentConfig:
-    """What the training clips may look like besides themselves. Never applied at evaluation.
 
-    speeds: speed perturbation factors (Ko et al., 2015): each clip is resampled so that it
-        plays `factor` times faster, which shifts pitch and formants like another vocal tract.
-    tempos: tempo perturbation factors: the MFCC frames of each clip (and of each speed
-        variant) are taken `factor` times further apart (hop_length * factor), so the word is
-        spoken faster or slower without any change of pitch or formants.
-    noise_snr_db: if set, every variant (the original included) also gets a copy with white
-        noise at this signal-to-noise ratio (dB, over the clip's mean power).
-    time_masks, time_mask_frames: SpecAugment time masking (Park et al., 2019): this many
-        masks per training clip, each zeroing up to this many consecutive frames, per batch.
-    Each epoch draws one variant per training clip, so an epoch costs what it did without.
-    """
-
-    speeds: tuple[float, ...] = ()
-    tempos: tuple[float, ...] = ()
-    noise_snr_db: float | None = None
-    time_masks: int = 0
-    time_mask_frames: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("speeds", "tempos"):
-            v = getattr(self, name)
-            if any(not (0.5 <= f <= 2.0) or f == 1.0 for f in v) or len(set(v)) != len(v):
-                raise ValueError(f"{name} must be distinct factors in [0.5, 2] other than 1 (1 is the original), got {list(v)}")
-            # Hundredths: 8000 Hz x factor is then a multiple of 80 Hz, so the resampling ratio
-            # stays small (0.5001 would resample 4001 -> 8000 Hz, ten times slower).
-            if any(abs(f * 100 - round(f * 100)) > 1e-9 for f in v):
-                raise ValueError(f"{name} must be multiples of 0.01, got {list(v)}")
-        if self.noise_snr_db is not None and not (-10.0 <= self.noise_snr_db <= 60.0):
-            raise ValueError(f"noise_snr_db must be in [-10, 60] dB (or null), got {self.noise_snr_db}")
-        for name in ("time_masks", "time_mask_frames"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {getattr(self, name)!r}")
-
-    def variants(self) -> list[Variant]:
-        """The cached variants besides the original clip, in a fixed order: every speed with
-        every tempo (the original's included), and a noisy copy of each of those if noise is on."""
-        snrs = [None] if self.noise_snr_db is None else [None, self.noise_snr_db]
-        grid = [Variant(s, t, n) for s in (1.0, *self.speeds) for t in (1.0, *self.tempos) for n in snrs]
-        return [v for v in grid if v != Variant()]
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+def variants(aug: AugmentConfig) -> list[Variant]:
+    """The cached variants of every clip besides the original, in a fixed order: every speed with
+    every tempo (the original's included), and a noisy copy of each of those if noise is on."""
+    snrs = [None] if aug.noise_snr_db is None else [None, aug.noise_snr_db]
+    grid = [Variant(s, t, n) for s in (1.0, *aug.speeds) for t in (1.0, *aug.tempos) for n in snrs]
+    return [v for v in grid if v != Variant()]
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,12 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from fsdd.audio import list_wavs, parse_name
-from fsdd.augment import AugmentConfig, Variant, time_mask
-from fsdd.features import FeatureConfig, apply_cmvn, cache_key, load_features
-from fsdd.splits import Split, make_split
+from fsdd.audio import list_wavs
+from fsdd.augment import Variant, time_mask, variants
+from fsdd.corpora import ClipList, as_corpora, list_clips
+from fsdd.features import apply_cmvn, cache_key, load_features
+from fsdd.schema import AugmentConfig, Corpus, FeatureConfig
+from fsdd.splits import Split, clip_label, make_split
 
 N_CLASSES = 10
 
@@ -132,6 +134,16 @@ def cmvn_features(
     return _MEMO[key]
 
 
+def corpus_features(
+    clips: ClipList, features: FeatureConfig, cache_dir: str | Path | None = None, variant: Variant | None = None
+) -> list[torch.Tensor]:
+    """CMVN'd MFCCs of every clip of `clips`, corpus by corpus (cmvn_features), in clip order."""
+    out: list[torch.Tensor] = []
+    for corpus, span in zip(clips.corpora, clips.spans, strict=True):
+        out += cmvn_features(corpus.path, features, cache_dir, variant, list(clips.files[span.start : span.stop]))[1]
+    return out
+
+
 def normalize(feats: list[torch.Tensor], mean: torch.Tensor, std: torch.Tensor) -> list[torch.Tensor]:
     """(f - mean) / std of every clip, computed on all frames at once (one op, not one per clip)."""
     if not feats:
@@ -144,7 +156,7 @@ class FSDDDataModule(pl.LightningDataModule):
 
     def __init__(
         self,
-        data_dir: str | Path,
+        data: str | Path | Corpus | Sequence[Corpus],
         features: FeatureConfig | None = None,
         split: str = "random",
         seed: int = 0,
@@ -154,45 +166,56 @@ class FSDDDataModule(pl.LightningDataModule):
         cache_dir: str | Path | None = None,
         test_speaker: str | None = None,
         augment: AugmentConfig | None = None,
+        folds: int = 6,
     ):
+        """`data`: a recordings folder or corpora (fsdd.corpora.as_corpora); `split`: an
+        fsdd.schema.SplitName; `folds`: the speaker protocol's fold count (for `fold:K/N`)."""
         super().__init__()
-        self.data_dir, self.split_kind, self.seed, self.test_speaker = Path(data_dir), split, seed, test_speaker
+        self.corpora, self.split_kind, self.seed, self.test_speaker = as_corpora(data), split, seed, test_speaker
         self.features = features or FeatureConfig()
         self.batch_size, self.channel_drop, self.frame_drop = batch_size, channel_drop, frame_drop
-        self.cache_dir = cache_dir
+        self.cache_dir, self.folds = cache_dir, folds
         self.augment = augment or AugmentConfig()
         self.split: Split | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.split is not None:
             return
-        files = list_wavs(self.data_dir)
-        self.names, feats = cmvn_features(self.data_dir, self.features, self.cache_dir, files=files)
+        self.clips = list_clips(self.corpora)
+        self.names = list(self.clips.keys)
+        feats = corpus_features(self.clips, self.features, self.cache_dir)
         # Identifies the data and features, for caches keyed by them (e.g. float parents).
-        self.data_key = cache_key(files, self.features)
-        self.split = make_split(self.names, self.split_kind, self.seed, test_speaker=self.test_speaker)
+        self.data_key = cache_key(list(self.clips.files), self.features)
+        self.split = make_split(
+            self.names, self.split_kind, self.seed, test_speaker=self.test_speaker, train_only=self.clips.train_only, folds=self.folds
+        )
         # Global statistics from the training part only: a held-out speaker never shapes them.
         train_frames = torch.cat([feats[i] for i in self.split.train])
         self.mean = train_frames.mean(0)
         self.std = train_frames.std(0).clamp_min(1e-5)
-        labels = [parse_name(n)[0] for n in self.names]
+        labels = [clip_label(n) for n in self.names]
         norm = normalize(feats, self.mean, self.std)
         parts = (("train", self.split.train), ("val", self.split.val), ("test", self.split.test))
         self.sets = {part: Clips([norm[i] for i in idx], [labels[i] for i in idx]) for part, idx in parts if idx}
+        # What a model's predictions cover: the test part, or, without one (`all`: a refit on every
+        # speaker), the real training clips (synthetic voices are never scored).
+        self.scored = self.split.test or tuple(i for i in self.split.train if not self.clips.train_only[i])
+        if not self.split.test:
+            self.sets["scored"] = Clips([norm[i] for i in self.scored], [labels[i] for i in self.scored])
         # Augmented versions of the training clips (cached like the features), normalized with
         # the statistics of the real clips: the deployed model sees only real ones.
-        variants = self.augment.variants()
-        if variants:
+        extra = variants(self.augment)
+        if extra:
             train = list(self.split.train)
             versions = [[norm[i] for i in train]]
-            for v in variants:
-                vf = cmvn_features(self.data_dir, self.features, self.cache_dir, v, files)[1]
+            for v in extra:
+                vf = corpus_features(self.clips, self.features, self.cache_dir, v)
                 versions.append(normalize([vf[i] for i in train], self.mean, self.std))
             flat = [f for version in versions for f in version]
             self.train_versions = Clips(flat, [labels[i] for i in train] * len(versions))
         else:
             self.train_versions = self.sets["train"]
-        self.n_versions = 1 + len(variants)
+        self.n_versions = 1 + len(extra)
 
     @property
     def has_val(self) -> bool:

@@ -15,13 +15,11 @@ CLI::
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import http.client
 import os
 import re
 import shutil
-import sys
 import tarfile
 import tempfile
 import urllib.error
@@ -31,7 +29,8 @@ import zlib
 from importlib import resources
 from pathlib import Path
 
-from fsdd.errors import DataError
+from fsdd.errors import ArgumentParser, DataError, run_cli
+from fsdd.files import sha256_file
 
 FSDD_VERSION = "v1.0.10"
 FSDD_URL = f"https://github.com/Jakobovski/free-spoken-digit-dataset/archive/refs/tags/{FSDD_VERSION}.tar.gz"
@@ -58,11 +57,6 @@ _WAV_NAME = re.compile(r"^[^/\\\x00]+\.wav$")
 
 
 # --------------------------------------------------------------------------- manifest
-
-
-def _sha256_file(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def parse_manifest(text: str, source: str = MANIFEST_NAME) -> dict[str, str]:
@@ -105,7 +99,7 @@ def write_manifest(recordings_dir: Path, out: Path) -> int:
     names = sorted(p.name for p in recordings_dir.glob("*.wav") if p.is_file())
     if not names:
         raise DataError(f"recordings dir {recordings_dir} holds no .wav files")
-    lines = [f"{_sha256_file(recordings_dir / n)}  {n}\n" for n in names]
+    lines = [f"{sha256_file(recordings_dir / n)}  {n}\n" for n in names]
     out = Path(out)
     # Write-then-rename so a crash never leaves a truncated manifest.
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex}.tmp")
@@ -281,14 +275,12 @@ def _publish(staging: Path, version_dir: Path) -> None:
 
 
 def _check_user_dir(path: Path, source: str) -> Path:
-    # User-provided folders may be subsets, so only existence and wavs are checked.
+    # User-provided folders may be subsets, so only existence is checked here.
     if not path.exists():
         raise DataError(f"data dir {path}{source} does not exist")
     if not path.is_dir():
         raise DataError(f"data dir {path}{source} is not a directory")
-    if next(path.glob("*.wav"), None) is None:
-        raise DataError(f"data dir {path}{source} holds no .wav files")
-    return path
+    return path  # its clips are checked by fsdd.audio.list_wavs, which names what it cannot use
 
 
 def resolve_data_dir(
@@ -317,7 +309,11 @@ def resolve_data_dir(
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the process exit status."""
-    parser = argparse.ArgumentParser(
+    return run_cli(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
+    parser = ArgumentParser(
         prog="python -m fsdd.download",
         description=f"Download and verify FSDD {FSDD_VERSION}; print the recordings path.",
     )
@@ -336,16 +332,12 @@ def main(argv: list[str] | None = None) -> int:
         help="regenerate the shipped manifest from a recordings folder",
     )
     args = parser.parse_args(argv)
-    try:
-        if args.write_manifest is not None:
-            out = Path(__file__).with_name(MANIFEST_NAME)
-            n = write_manifest(args.write_manifest, out)
-            print(f"{out} ({n} files)")
-        else:
-            print(download(args.cache_dir, url=args.url))
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if args.write_manifest is not None:
+        out = Path(__file__).with_name(MANIFEST_NAME)
+        n = write_manifest(args.write_manifest, out)
+        print(f"{out} ({n} files)")
+    else:
+        print(download(args.cache_dir, url=args.url))
     return 0
 
 

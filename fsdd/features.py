@@ -5,9 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,69 +14,17 @@ import torchaudio
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from fsdd.audio import SAMPLE_RATE, list_wavs, read_wav, trim_silence
+from fsdd.audio import list_wavs, read_wav, trim_silence
 from fsdd.augment import Variant
 from fsdd.download import default_cache_dir
 from fsdd.errors import DataError
 from fsdd.files import atomic_write
+from fsdd.schema import FeatureConfig
 
-CACHE_VERSION = 2  # bump when the feature computation itself changes
+CACHE_VERSION = 3  # bump when the feature computation itself changes (3: integer mixdown of multichannel 16-bit PCM)
 
 
-CMVN_KINDS = ("none", "mean", "meanvar")
-N_FFT_MAX = 8192  # 1 s at 8 kHz
 CMVN_EPS = 1e-5  # floor of a clip's per-coefficient standard deviation in meanvar CMVN
-
-
-@dataclass(frozen=True)
-class FeatureConfig:
-    """Everything that determines the features of a clip. Part of every cache key and artifact."""
-
-    sample_rate: int = SAMPLE_RATE
-    n_mfcc: int = 13
-    n_fft: int = 400  # 50 ms window at 8 kHz (torchaudio's MFCC default)
-    win_length: int | None = None  # None: n_fft
-    hop_length: int = 200  # 25 ms: short sequences train better here than 10 ms hops (measured)
-    n_mels: int = 40
-    f_min: float = 0.0
-    f_max: float | None = None  # None: sample_rate / 2
-    top_db: float | None = 80.0  # dynamic range of the log-mel spectrogram (torchaudio's MFCC default); None: no clamp
-    trim_db: float | None = 40.0  # silence trimming threshold; None disables trimming
-    cmvn: str = "none"  # per-utterance cepstral normalisation: none | mean | meanvar (applied after the cache)
-
-    def __post_init__(self) -> None:
-        problem = feature_problem(self)
-        if problem:
-            raise ValueError(problem)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-def feature_problem(c: FeatureConfig) -> str | None:
-    """The first field of `c` outside its allowed range, as one line naming it (None if valid)."""
-    for name in ("f_min", "f_max", "top_db", "trim_db"):
-        v = getattr(c, name)
-        if (v is not None or name == "f_min") and not (isinstance(v, int | float) and math.isfinite(v)):
-            return f"{name} must be a finite number{'' if name == 'f_min' else ' (or null)'}, got {v}"
-    nyquist = c.sample_rate / 2
-    f_max = nyquist if c.f_max is None else c.f_max
-    win = c.win_length or c.n_fft
-    checks = [
-        (c.sample_rate == SAMPLE_RATE, f"sample_rate must be {SAMPLE_RATE} (FSDD's rate; wavs are not resampled), got {c.sample_rate}"),
-        # Clips are padded to n_fft samples, framed every hop: n_fft 2^20 ran out of memory (FSDD clips last < 2.3 s).
-        (16 <= c.n_fft <= N_FFT_MAX, f"n_fft must be in 16..{N_FFT_MAX} samples, got {c.n_fft}"),
-        (c.win_length is None or 1 <= c.win_length <= c.n_fft, f"win_length must be in 1..n_fft ({c.n_fft}) or null, got {c.win_length}"),
-        (1 <= c.hop_length <= win, f"hop_length must be in 1..win_length ({win}), got {c.hop_length}"),
-        (1 <= c.n_mels <= c.n_fft // 2 + 1, f"n_mels must be in 1..n_fft/2+1 ({c.n_fft // 2 + 1}), got {c.n_mels}"),
-        (1 <= c.n_mfcc <= c.n_mels, f"n_mfcc must be in 1..n_mels ({c.n_mels}), got {c.n_mfcc}"),
-        (0 < f_max <= nyquist, f"f_max must be in (0, sample_rate/2] = (0, {nyquist:g}] Hz (or null), got {f_max:g}"),
-        (0 <= c.f_min < f_max, f"f_min must be in [0, f_max) = [0, {f_max:g}) Hz, got {c.f_min:g}"),
-        (c.top_db is None or c.top_db > 0, f"top_db must be > 0 dB (or null for no clamp), got {c.top_db}"),
-        (c.trim_db is None or c.trim_db > 0, f"trim_db must be > 0 dB (or null to disable trimming), got {c.trim_db}"),
-        (c.cmvn in CMVN_KINDS, f"cmvn must be one of {', '.join(CMVN_KINDS)}, got {c.cmvn!r}"),
-    ]
-    return next((msg for ok, msg in checks if not ok), None)
 
 
 def apply_cmvn(x: torch.Tensor, kind: str) -> torch.Tensor:

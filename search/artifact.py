@@ -1,6 +1,7 @@
 """The deployable artifact: one .safetensors file holding exactly `size_bytes(cfg)` payload bytes.
 
-The format is specified in docs/artifact.md; this module writes it and decodes it (numpy only).
+The format is specified in docs/artifact.md; this module writes it and decodes it (numpy only,
+torch-free: search.verify and search.deploy read artifacts without the training stack).
 """
 
 from __future__ import annotations
@@ -15,14 +16,15 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
-from fsdd.features import FeatureConfig
+from fsdd.errors import ArtifactError, ConfigError
 from fsdd.files import atomic_write
-from search.config import SEED_MAX, Config, ConfigError, from_dict
-from search.size import N_CLASSES, kept_after, layout, weight_shapes
+from fsdd.schema import FeatureConfig, SplitName, corpus_name_problem, load, speaker_problem
+from search.schema import N_CLASSES, SEED_MAX, Config, from_dict
+from search.size import kept_after, layout, weight_shapes
 
 FORMAT = "fsdd-lstm"
-FORMAT_VERSION = "2"  # written; 2 adds per-utterance CMVN (features.cmvn) and the speaker protocol's splits
-READABLE_VERSIONS = ("1", "2")  # version 1 is version 2 with cmvn "none"
+FORMAT_VERSION = "3"  # written; 3 adds the corpora (and so corpus-qualified speakers, fold:K/N splits, train-only voices)
+READABLE_VERSIONS = ("1", "2", "3")  # 2 added per-utterance CMVN and the speaker protocol's splits; 1 is 2 with cmvn "none"
 REQUIRED_META = (
     "hidden_size",
     "input_size",
@@ -43,10 +45,6 @@ STD_MIN = np.float32(1e-5)  # norm.std is clamped to >= 1e-5 (in float32) when i
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 _DECIMAL = re.compile(r"0|[1-9][0-9]*")
 _SPLIT_HASH = re.compile(r"[0-9a-f]{12}")
-
-
-class ArtifactError(ValueError):
-    """An artifact that cannot be read: not safetensors, truncated, or another format/version."""
 
 
 def pack_bits(codes: np.ndarray, bits: int) -> np.ndarray:
@@ -130,8 +128,17 @@ def build_payload(
     return {e.name: out[e.name] for e in spec}
 
 
-def metadata(cfg: Config, split_hash: str, seed: int, estimate: dict[str, Any] | None = None) -> dict[str, str]:
-    """The artifact's metadata (docs/artifact.md, section 2). `estimate`: the new-speaker
+def metadata(
+    cfg: Config,
+    split_hash: str,
+    seed: int,
+    corpora: list[dict[str, Any]],
+    estimate: dict[str, Any] | None = None,
+    voices: dict[str, Any] | None = None,
+) -> dict[str, str]:
+    """The artifact's metadata (docs/artifact.md, section 2). `corpora`: the real corpora of the
+    split, in order, as {"name", "clips"}; `voices`: the training-only (synthetic) voices it was
+    trained with, if any, as {"name", "clips", "settings"}; `estimate`: the new-speaker
     accuracy that the search's leave-one-speaker-out folds measured for this configuration."""
     q = cfg.quant
     meta = {
@@ -153,15 +160,40 @@ def metadata(cfg: Config, split_hash: str, seed: int, estimate: dict[str, Any] |
         "test_speaker": cfg.train.test_speaker or "",
         "config": json.dumps(cfg.to_dict(), sort_keys=True),
     }
+    meta["corpora"] = json.dumps(corpora, sort_keys=True)
+    if voices is not None:
+        meta["voices"] = json.dumps(voices, sort_keys=True)
     if estimate is not None:
         meta["estimate"] = json.dumps(estimate, sort_keys=True)
     return meta
 
 
 def write(path: str | Path, tensors: dict[str, np.ndarray], meta: dict[str, str]) -> int:
-    """Write atomically; returns the payload bytes (file size - 8 - header length)."""
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    """Write atomically, in canonical form (`canonical`); returns the payload bytes (file size - 8 -
+    header length). The same tensors and metadata always give the same bytes."""
+
+    def save(tmp: str) -> None:
+        save_file(tensors, tmp, metadata=meta)
+        Path(tmp).write_bytes(canonical(Path(tmp).read_bytes()))
+
+    atomic_write(path, save)
     return payload_bytes(path)
+
+
+def canonical(blob: bytes) -> bytes:
+    """A safetensors file with its header rewritten in one fixed layout (docs/artifact.md section 1):
+    `__metadata__` first with its keys sorted, then the tensors in the writer's order (their data
+    offsets), as compact JSON (no spaces, UTF-8), padded with spaces to a multiple of 8 bytes; the
+    data bytes unchanged. Written by hand because safetensors serializes the metadata from a hash
+    map, whose order changes from one process to the next: users pin deployed models by SHA-256."""
+    (n,) = struct.unpack("<Q", blob[:8])
+    header = json.loads(blob[8 : 8 + n])
+    meta = header.pop("__metadata__", None) or {}
+    tensors = sorted(header.items(), key=lambda kv: kv[1]["data_offsets"])
+    ordered = {"__metadata__": dict(sorted(meta.items())), **dict(tensors)} if meta else dict(tensors)
+    text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + blob[8 + n :]
 
 
 def payload_bytes(path: str | Path) -> int:
@@ -237,17 +269,11 @@ def _show(value: Any, width: int = 40) -> str:
     return r if len(r) <= width else r[: width - 3] + "..."
 
 
-def _speaker_ok(name: str) -> bool:
-    """A speaker's name as a file name `{digit}_{speaker}_{take}.wav` can hold it: printable, not
-    blank, no '_' (the field separator) and no '/'."""
-    return bool(name.strip()) and name.isprintable() and "_" not in name and "/" not in name
-
-
 def _split_ok(split: str) -> bool:
-    kind, sep, name = split.partition(":")
-    if not sep:
-        return split in ("random", "official", "all")
-    return kind in ("speaker", "loso") and _speaker_ok(name)
+    try:
+        return SplitName.parse(split).kind != "speakers"
+    except ValueError:
+        return False
 
 
 def validate(meta: dict[str, str], tensors: dict[str, np.ndarray], path: str | Path) -> Config:
@@ -270,15 +296,19 @@ def _check_metadata(meta: dict[str, str], path: str | Path) -> Config:
         return ArtifactError(f"{path}: metadata {key} is {_show(meta[key])}; expected {expected}")
 
     parsed: dict[str, Any] = {}
-    for key in ("classes", "features", "config", "estimate"):
+    if meta["format_version"] == "3" and "corpora" not in meta:
+        raise ArtifactError(f"{path}: metadata lacks corpora (format version 3)")
+    for key in ("classes", "features", "config", "estimate", "corpora", "voices"):
         if key not in meta:
             continue
         try:
             parsed[key] = strict_json(meta[key])
         except (ValueError, RecursionError) as e:
             raise ArtifactError(f"{path}: metadata {key} is not valid JSON ({str(e).splitlines()[0]})") from None
-        if key != "classes" and not isinstance(parsed[key], dict):
+        if key not in ("classes", "corpora") and not isinstance(parsed[key], dict):
             raise ArtifactError(f"{path}: metadata {key} is not a JSON object")
+    if "corpora" in parsed:
+        _check_corpora(parsed["corpora"], path)
     if parsed["classes"] != [str(d) for d in range(N_CLASSES)]:
         raise bad("classes", '["0", "1", ..., "9"]')
     if meta["gate_order"] != "ifgo":
@@ -300,17 +330,17 @@ def _check_metadata(meta: dict[str, str], path: str | Path) -> Config:
     if not _SPLIT_HASH.fullmatch(meta["split_hash"]):
         raise bad("split_hash", "12 lower-case hex digits")
     if not _split_ok(meta["split"]):
-        raise bad("split", "random, official, all, speaker:NAME or loso:NAME")
-    if meta.get("test_speaker") and not _speaker_ok(meta["test_speaker"]):
-        raise bad("test_speaker", "a speaker's name (printable, without '_' or '/') or empty")
+        raise bad("split", "random, official, all, speaker:NAME, loso:NAME or fold:K/N")
+    if meta.get("test_speaker") and speaker_problem(meta["test_speaker"]):
+        raise bad("test_speaker", "a speaker's name (NAME or CORPUS/NAME, printable, without '_') or empty")
     try:
         cfg = from_dict(parsed["config"])
     except ConfigError as e:
         raise ArtifactError(f"{path}: metadata config: {str(e).splitlines()[0]}") from None
     try:
-        features = FeatureConfig(**parsed["features"])
-    except (TypeError, ValueError) as e:
-        raise ArtifactError(f"{path}: metadata features: {str(e).splitlines()[0]}") from None
+        features = load(FeatureConfig, parsed["features"], "features")
+    except ConfigError as e:
+        raise ArtifactError(f"{path}: metadata {e}") from None
     if meta["format_version"] == "1" and features.cmvn != "none":
         raise ArtifactError(f"{path}: format version 1 has no CMVN, but its features say cmvn={features.cmvn!r}")
     if features != cfg.features:
@@ -333,6 +363,24 @@ def _check_metadata(meta: dict[str, str], path: str | Path) -> Config:
         if got != want:
             raise ArtifactError(f"{path}: metadata {key} is {_show(got)} but its config says {_show(want)}")
     return cfg
+
+
+def _check_corpora(corpora: Any, path: str | Path) -> None:
+    ok = (
+        isinstance(corpora, list)
+        and corpora
+        and all(
+            isinstance(c, dict)
+            and set(c) == {"name", "clips"}
+            and isinstance(c["name"], str)
+            and corpus_name_problem(c["name"]) is None
+            and type(c["clips"]) is int
+            and c["clips"] > 0
+            for c in corpora
+        )
+    )
+    if not ok or len({c["name"] for c in corpora}) != len(corpora):
+        raise ArtifactError(f"{path}: metadata corpora is not a list of distinct {{name, clips}} (a corpus name and a clip count > 0)")
 
 
 def _check_tensors(cfg: Config, t: dict[str, np.ndarray], path: str | Path) -> None:
@@ -415,30 +463,3 @@ def dense_weights(meta: dict[str, str], t: dict[str, np.ndarray]) -> dict[str, n
     out["lstm.bias"], out["fc.bias"] = t["lstm.bias"], t["fc.bias"]
     out["norm.mean"], out["norm.std"] = t["norm.mean"], t["norm.std"]
     return out
-
-
-def from_model(cfg: Config, net: Any, ptq: Any = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict]:
-    """Float weights, biases and (for ptq_int8/qat) integer codes of a trained network."""
-    from search.quant import int_weights
-
-    lstm, fc = net.lstm, net.fc
-    w = {"lstm.weight_ih": lstm.weight_ih_l0, "lstm.weight_hh": lstm.weight_hh_l0, "fc.weight": fc.weight}
-    floats = {k: v.detach().float().numpy() for k, v in w.items()}
-    biases = {
-        "lstm.bias": (lstm.bias_ih_l0 + lstm.bias_hh_l0).detach().numpy(),
-        "fc.bias": fc.bias.detach().numpy(),
-    }
-    codes = {}
-    if cfg.quant.mode == "qat":
-        proxies = {"lstm.weight_ih": lstm.wq_ih, "lstm.weight_hh": lstm.wq_hh, "fc.weight": fc.wq}
-        for k, v in w.items():
-            c, s = int_weights(proxies[k], v)
-            codes[k] = (c.numpy(), s.numpy())
-    elif cfg.quant.mode == "ptq_int8":
-        wb = ptq.lstm._weight_bias()["weight"]
-        qw = {"lstm.weight_ih": wb["weight_ih_l0"], "lstm.weight_hh": wb["weight_hh_l0"], "fc.weight": ptq.fc.weight()}
-        for k, v in qw.items():
-            if v.q_zero_point() != 0:
-                raise RuntimeError(f"{k}: dynamic int8 weight is not symmetric")
-            codes[k] = (v.int_repr().numpy(), np.array([v.q_scale()], dtype=np.float32))
-    return floats, biases, codes

@@ -1,32 +1,56 @@
-"""TensorBoard for a search: one run per trial, named for what it is, with its curves and its HParams row."""
+"""TensorBoard for a search: one experiment description for the whole run, and one run per trial,
+named for what it is, with its curves and its HParams session."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+from tensorboard.plugins.hparams import summary_v2 as hp
 from torch.utils.tensorboard import SummaryWriter
-from torch.utils.tensorboard.summary import hparams
+
+Domain = tuple[float, float] | tuple[int, int] | list[Any]  # an interval (low, high) or the discrete values
+
+
+def _hparam(name: str, domain: Domain) -> hp.HParam:
+    if isinstance(domain, list):
+        return hp.HParam(name, hp.Discrete(domain))
+    lo, hi = domain
+    return hp.HParam(name, hp.IntInterval(lo, hi) if isinstance(lo, int) and isinstance(hi, int) else hp.RealInterval(float(lo), float(hi)))
+
+
+def write_experiment(run_dir: str | Path, domains: Mapping[str, Domain], metrics: Sequence[str]) -> None:
+    """The run's one HParams experiment: every searched parameter with its domain, and every metric,
+    in an event file of the run's own folder. TensorBoard takes the first experiment description it
+    finds for the columns of its HParams tab (tensorflow/tensorboard#3597): one per trial, each with
+    only its own parameters, made the columns depend on which trial it read first."""
+    writer = SummaryWriter(str(run_dir))
+    writer.file_writer.add_summary(hp.hparams_config_pb([_hparam(k, d) for k, d in domains.items()], [hp.Metric(m) for m in metrics]))
+    writer.close()
 
 
 class TrialBoard:
-    """One event file in the trial's own folder: TensorBoard shows the folder as one run.
+    """One event file in the trial's own folder: TensorBoard shows the folder as one run, and the
+    trial as one session of the run's experiment.
 
     Curves are tagged `train/...` per epoch (one set per fold in the speaker protocol,
-    `train/<speaker>/...`) and `new_speaker/...` or `val/...` per report. The HParams row
-    is written into the same file, at the end (torch's `SummaryWriter.add_hparams` would
-    open a second run for it, hence `summary.hparams` here).
+    `train/<speaker>/...`) and `new_speaker/...` per fold. A trial that starts again (a resumed
+    search restarts the trials it interrupted) starts its run afresh: its earlier event files go,
+    so no curve holds two trainings.
     """
 
     def __init__(self, folder: str | Path):
+        folder = Path(folder)
+        for old in folder.glob("events.out.tfevents.*"):
+            old.unlink()
         self.writer = SummaryWriter(str(folder))
         self.last: dict[str, float] = {}  # the last figures reported: the HParams row of a trial stopped early
         self.has_hparams = False
 
-    def scalar(self, tag: str, value: float, step: int) -> None:
+    def scalar(self, tag: str, value: float | None, step: int) -> None:
         if value is not None and math.isfinite(value):
             self.writer.add_scalar(tag, value, step)
 
@@ -34,23 +58,21 @@ class TrialBoard:
         for k, v in values.items():
             self.scalar(f"{prefix}{k}", v, step)
 
-    def hparams(self, params: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
-        """The HParams row: every searched parameter, and the trial's final figures (which
-        are also written as scalars, as TensorBoard's HParams tab reads them from there)."""
-        clean = {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in params.items()}
-        finite = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
-        for summary in hparams(clean, finite):
-            self.writer.file_writer.add_summary(summary)
-        for k, v in finite.items():
-            self.writer.add_scalar(k, v, 0)
+    def hparams(self, params: Mapping[str, Any], metrics: Mapping[str, float | None], name: str = "") -> None:
+        """The trial's HParams session: its parameters (those of the run's experiment) and its final
+        figures, written as scalars at step 0 (where the HParams tab reads them)."""
+        clean = {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in params.items() if v is not None}
+        self.writer.file_writer.add_summary(hp.hparams_pb(clean, trial_id=name or None))
+        for k, v in metrics.items():
+            self.scalar(k, v, 0)
         self.writer.flush()
         self.has_hparams = True
 
-    def close(self, params: Mapping[str, Any] | None = None) -> None:
-        """Close the run; a trial that ended before its HParams row (stopped early, interrupted)
+    def close(self, params: Mapping[str, Any] | None = None, name: str = "") -> None:
+        """Close the run; a trial that ended before its HParams session (stopped early, interrupted)
         gets one from its last reported figures."""
         if params is not None and not self.has_hparams and self.last:
-            self.hparams(params, self.last)
+            self.hparams(params, self.last, name)
         self.writer.close()
 
 

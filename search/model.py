@@ -9,9 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from search.config import Config, QuantConfig
-from search.quant import fake_quant, quantlstm, weight_quantizer
-from search.size import N_CLASSES
+from search.quant import fake_quant, weight_quantizer
+from search.schema import N_CLASSES, Config, QuantConfig
 
 
 class FusedLSTM(nn.Module):
@@ -72,19 +71,12 @@ class LSTMClassifier(nn.Module):
 
     def __init__(self, input_size: int, hidden_size: int, quant: QuantConfig | None = None, dropout: float = 0.0):
         super().__init__()
-        if quant is not None and quant.impl == "quantlstm":
-            self.lstm = quantlstm(input_size, hidden_size, quant)
-        else:
-            self.lstm = FusedLSTM(input_size, hidden_size, quant)
+        self.lstm = FusedLSTM(input_size, hidden_size, quant)
         self.drop = nn.Dropout(dropout)  # training only: the deployed network has no dropout
         self.fc = QLinear(hidden_size, N_CLASSES, quant)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        out = self.lstm(x)
-        if isinstance(out, tuple):  # Brevitas QuantLSTM returns (output, (h, c)), maybe QuantTensors
-            out = out[0]
-            out = getattr(out, "value", out)
-        return self.fc(self.drop(last_step(out, lengths)))
+        return self.fc(self.drop(last_step(self.lstm(x), lengths)))
 
 
 class PlainClassifier(nn.Module):

@@ -6,7 +6,7 @@ import torch
 from pytorch_lightning.callbacks import ModelPruning
 from torch import nn
 
-from search.config import PruneConfig
+from search.schema import PruneConfig
 
 
 def pruned_tensors(net: nn.Module) -> list[tuple[nn.Module, str]]:

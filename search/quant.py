@@ -10,7 +10,7 @@ from brevitas.nn import QuantLinear
 from brevitas.quant import Int8WeightPerTensorFixedPoint, Int8WeightPerTensorFloat
 from torch import nn
 
-from search.config import QuantConfig
+from search.schema import QuantConfig
 
 
 def _quantizer_class(q: QuantConfig) -> type:
@@ -20,7 +20,7 @@ def _quantizer_class(q: QuantConfig) -> type:
 
 
 def _weight_kwargs(q: QuantConfig) -> dict:
-    """Brevitas keyword arguments of our weight quantizer, shared by QuantLinear and QuantLSTM."""
+    """Brevitas keyword arguments of our weight quantizer."""
     return {
         "weight_quant": _quantizer_class(q),
         "weight_bit_width": q.bits,
@@ -86,27 +86,6 @@ def int_weights(proxy: nn.Module, w: torch.Tensor) -> tuple[torch.Tensor, torch.
         scale = qt.scale.detach().reshape(-1)
         codes = torch.round(qt.value / qt.scale).to(torch.int8)
     return codes, scale
-
-
-def quantlstm(input_size: int, hidden_size: int, q: QuantConfig) -> nn.Module:
-    """Brevitas QuantLSTM: quantized weights, and 8-bit activations unless q.act is fp32.
-
-    Slow (its time loop is Python, ~25x nn.LSTM here); kept for users who need integer
-    activations. Biases stay float (bias_quant=None), as in every other mode.
-    """
-    from brevitas.nn import QuantLSTM
-
-    kwargs = {}
-    if q.act == "fp32":
-        kwargs = dict(io_quant=None, gate_acc_quant=None, sigmoid_quant=None, tanh_quant=None, cell_state_quant=None)
-    return QuantLSTM(
-        input_size,
-        hidden_size,
-        batch_first=True,
-        **_weight_kwargs(q),
-        bias_quant=None,
-        **kwargs,
-    )
 
 
 def dynamic_int8(model: nn.Module) -> nn.Module:

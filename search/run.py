@@ -10,9 +10,7 @@ at the end, on Ctrl-C and when the time budget runs out (search.export).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import pickletools
 import re
 import socket
 import sys
@@ -20,17 +18,19 @@ import time
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, NoReturn
 
-from fsdd.audio import list_wavs
+from fsdd.corpora import as_corpora, list_clips, parse_data_dir
+from fsdd.datamodule import corpus_features
 from fsdd.download import resolve_data_dir
-from fsdd.errors import DataError
-from fsdd.features import load_features
-from fsdd.splits import PROTOCOL_SPEAKERS, fold_kinds, make_split
-from search.config import Config, ConfigError, from_dict
-from search.errors import SearchError
+from fsdd.errors import ArgumentParser, Error, run_cli
+from fsdd.schema import SPEAKERS, Corpus, SplitName
+from search import report, runfolder
+from search.export import export
+from search.protocol import protocol_for
+from search.schema import BUDGET_MAX, BUDGET_ON, Budget, Config, RunSettings, SearchConfig, is_plain_name, load_search_config
 from search.size import KIB
-from search.space import BUDGET_ON, SearchConfig, load_search_config, smallest_ram, smallest_size
+from search.space import check_against_base, smallest_ram, smallest_size
+from search.tuner import run_search
 
 DEFAULT_TRIALS = 150
 DEFAULT_TIME_BUDGET = "35m"  # + the refit and export of the front: within 45 min here
@@ -57,7 +57,7 @@ def check_address(address: str, timeout: float = 5.0) -> None:
         with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
             pass
     except (OSError, ValueError):
-        raise SearchError(f"cannot reach a Ray cluster at {address!r} (is `ray start --head` running there?)") from None
+        raise Error(f"cannot reach a Ray cluster at {address!r} (is `ray start --head` running there?)") from None
 
 
 def finite_positive_kib(text: str) -> float:
@@ -67,21 +67,14 @@ def finite_positive_kib(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of KiB, got {text!r}") from None
-    if not 0 < value <= 2**40:
+    if not 0 < value <= BUDGET_MAX / KIB:
         raise argparse.ArgumentTypeError(f"expected a finite number of KiB > 0 (at most 2^40 KiB = 1 PiB), got {text!r}")
     return value
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """Command-line mistakes end in one line (like every other input error), not usage + error."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
-    p = OneLineParser(prog="python -m search.run", description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog="python -m search.run", description=__doc__.splitlines()[0])
     p.add_argument("--budget-kb", type=finite_positive_kib, help="model size budget in KiB (1024 bytes); required for a new run")
     p.add_argument(
         "--budget-on",
@@ -119,7 +112,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="keep this speaker out of the whole search (folds, ranking, refit); the front is tested on it once, at the end",
     )
     p.add_argument("--seed", type=int, help="split and training seed (default: the config's)")
-    p.add_argument("--data-dir", help="FSDD recordings (default: $FSDD_DIR, else download)")
+    p.add_argument(
+        "--data-dir",
+        action="append",
+        type=parse_data_dir,
+        metavar="[NAME=]PATH",
+        help="a recordings folder (default: $FSDD_DIR, else download FSDD); give it once per corpus to train and hold out "
+        "speakers across several",
+    )
     p.add_argument("--cache-dir", help="feature and float-parent cache (default: $FSDD_CACHE or ~/.cache/fsdd)")
     p.add_argument("--cpus-per-trial", type=int, default=1, help="CPUs (and torch threads) per trial (%(default)s)")
     p.add_argument("--name", help="run name (default: kws-<budget>kib-<time>)")
@@ -137,51 +137,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def check_data(base: Config, data_dir: str, cache_dir: str | None) -> None:
+def check_data(base: Config, corpora: tuple[Corpus, ...], cache_dir: str | None) -> None:
     """Before Ray starts, DataError with one line if the data cannot serve the search: an unusable
     clip (read once here for the base features, which also warms the feature cache for the
-    trials), or a split, or speaker-protocol folds, that this data cannot make."""
-    t = base.train
-    if t.split in ("all",) or t.split.startswith("loso:"):
-        raise SearchError(
-            f"--split {t.split} is one part of the speaker protocol, not a protocol to search with: "
-            f"use {PROTOCOL_SPEAKERS} (every loso fold), random, official or speaker:NAME"
+    trials), or a split, or folds, that this data cannot make."""
+    name = SplitName.parse(base.train.split)
+    if name.kind in ("all", "eval") or name.holds_out:
+        raise Error(
+            f"--split {base.train.split} is one part of the speaker protocol, not a protocol to search with: "
+            f"use {SPEAKERS} (every fold), random, official or speaker:NAME"
         )
-    load_features(data_dir, base.features, cache_dir)
-    names = [f.name for f in list_wavs(data_dir)]
-    if t.split == PROTOCOL_SPEAKERS:
-        fold_kinds(names, t.test_speaker)
-    else:
-        make_split(names, t.split, t.seed, test_speaker=t.test_speaker)
-
-
-def check_ray_state(run_dir: Path) -> None:
-    """SearchError if Ray's saved state in `run_dir` is visibly damaged: Ray, given a damaged state,
-    logs a traceback and silently starts the search over. The experiment state (JSON) must hold
-    its trial list (each trial two JSON objects) and its runner data; each of Ray's pickles
-    (tuner.pkl, the searcher's states) must decode as a pickle opcode stream ending at its STOP
-    (pickletools reads the opcodes without executing any)."""
-    states = sorted(run_dir.glob("experiment_state-*.json"))
-    pickles = [run_dir / "tuner.pkl"] + sorted(run_dir.glob("searcher-state-*")) + sorted(run_dir.glob("search_gen_state-*"))
-    for state in states + [p for p in pickles if p.exists()]:
-        try:
-            if state in states:
-                data = json.loads(state.read_text())
-                trials = data["trial_data"]
-                whole = isinstance(data["runner_data"], dict) and all(
-                    isinstance(pair, list) and len(pair) == 2 and all(isinstance(json.loads(x), dict) for x in pair) for pair in trials
-                )
-            else:
-                raw = state.read_bytes()
-                ops = list(pickletools.genops(raw))
-                whole = bool(ops) and ops[-1][0].name == "STOP" and ops[-1][2] == len(raw) - 1
-        except (OSError, ValueError, TypeError, KeyError, RecursionError, EOFError):
-            whole = False
-        if not whole:
-            raise SearchError(
-                f"{state}: Ray's saved search state is damaged, the run cannot be resumed; "
-                f"its finished trials can still be exported: python -m search.export {run_dir}"
-            )
+    corpus_features(list_clips(corpora), base.features, cache_dir)
+    protocol_for(base).check(base, corpora)
 
 
 SMALL_FLASH_KIB = 16  # below this, the default space's front-end tables are much of the flash image
@@ -197,151 +164,109 @@ def flash_hint(args: argparse.Namespace) -> str | None:
     return f"note: for a flash budget of {args.budget_kb:g} KiB, the smaller front ends of configs/on-chip.yaml usually do better"
 
 
-def is_plain_name(name: str) -> bool:
-    """A run name is one folder inside --out: not empty, no path separator, not . or .., printable."""
-    return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name and name.isprintable()
+def corpora_of(args: argparse.Namespace) -> tuple[Corpus, ...]:
+    """The corpora of a new run: each --data-dir ([NAME=]PATH), else $FSDD_DIR or FSDD downloaded; paths resolved."""
+    given = args.data_dir or list(as_corpora(resolve_data_dir(None)))
+    return tuple(c.replace(path=str(Path(c.path).resolve())) for c in given)
 
 
-def check_settings(settings: dict[str, Any], path: Path) -> None:
-    """A saved run's settings are what this version writes (types and values), or SearchError:
-    a resumed run must not fail deep inside Ray on a settings file that was edited or damaged."""
-    from search.space import space_from_dict
-
-    ints = ("budget_bytes", "trials", "cpus_per_trial")
-    try:
-        bad = [k for k in ints if isinstance(settings[k], bool) or not isinstance(settings[k], int) or settings[k] < 1]
-        t = settings["time_budget_s"]
-        if isinstance(t, bool) or not isinstance(t, int | float) or not 0 < t < 2**40:
-            bad.append("time_budget_s")
-        budget_kb = settings["budget_kb"]
-        if isinstance(budget_kb, bool) or not isinstance(budget_kb, int | float) or not 0 < budget_kb < 2**30:
-            bad.append("budget_kb")
-        bad += [k for k in ints if k not in bad and settings[k] > 2**40]  # beyond any float's exact range: a lie
-        ram = settings.get("ram_budget_bytes")
-        if ram is not None and (isinstance(ram, bool) or not isinstance(ram, int) or ram < 1):
-            bad.append("ram_budget_bytes")
-        cpus = settings.get("cpus", 1)
-        if isinstance(cpus, bool) or not isinstance(cpus, int) or cpus < 1:
-            bad.append("cpus")
-        if bad:
-            raise ValueError(f"{', '.join(bad)} must be positive numbers")
-        texts = {"name": False, "data_dir": False, "cache_dir": True}  # key: may be null
-        odd = [k for k, nullable in texts.items() if not (isinstance(settings.get(k), str) or (nullable and settings.get(k) is None))]
-        if odd:
-            raise ValueError(f"{', '.join(odd)} must be {'a path' if odd != ['name'] else 'a name'}")
-        choices = {"budget_on": ("weights", "flash"), "sampler": ("tpe", "random")}
-        for key, allowed in choices.items():
-            if key in settings and settings[key] not in allowed:
-                raise ValueError(f"{key} is {str(settings[key])[:40]!r}, not one of {', '.join(allowed)}")
-        SearchConfig(from_dict(settings["base"]), space_from_dict(settings["space"]))
-    except (ConfigError, ValueError, TypeError, KeyError, AttributeError, RecursionError, OverflowError) as e:
-        raise SearchError(f"{path}: {str(e).splitlines()[0][:200]}: the run cannot be resumed; start a new one") from None
-
-
-def prepare(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
-    """Validate everything that can be checked before Ray starts; the run dir and its settings."""
-    if args.cpus_per_trial < 1 or args.trials < 1:
-        raise SearchError("--cpus-per-trial and --trials must be >= 1")
-    out = Path(args.out).resolve()
-    if args.name is not None and not is_plain_name(args.name):
-        raise SearchError(f"--name {args.name!r} must be a plain folder name (no '/', not '.' or '..'): the run lives in --out")
-    if args.resume:
-        if not args.name:
-            raise SearchError("--resume needs --name NAME of the run to continue")
-        run_dir = out / args.name
-        if not (run_dir / "search.json").is_file():
-            raise SearchError(f"no run named {args.name!r} in {out} to resume")
-        try:
-            settings = json.loads((run_dir / "search.json").read_text())
-            missing = {"name", "budget_bytes", "base", "space", "trials", "time_budget_s", "cpus_per_trial", "data_dir"} - set(settings)
-        except (ValueError, TypeError, OSError, RecursionError):
-            raise SearchError(f"{run_dir / 'search.json'} cannot be read: the run cannot be resumed; start a new one") from None
-        if missing:
-            raise SearchError(f"{run_dir / 'search.json'} lacks {', '.join(sorted(missing))}: the run cannot be resumed; start a new one")
-        check_settings(settings, run_dir / "search.json")
-        if not (run_dir / "trials").is_dir():
-            raise SearchError(f"{run_dir / 'trials'} is missing or not a folder: the run's trials are gone; start a new run")
-        check_ray_state(run_dir)
-        return run_dir, settings
+def new_settings(args: argparse.Namespace, name: str) -> RunSettings:
+    """A new run's settings from the command line, everything checked before any work: the config,
+    the budget against the smallest model the space can express, the data. Error in one line."""
     if args.budget_kb is None:
-        raise SearchError("--budget-kb is required, e.g. --budget-kb 36")
+        raise Error("--budget-kb is required, e.g. --budget-kb 36")
+    if args.cpus_per_trial < 1 or args.trials < 1:
+        raise Error("--cpus-per-trial and --trials must be >= 1")
     sc = load_search_config(args.config)
     pairs = (("split", args.split), ("seed", args.seed), ("test_speaker", args.test_speaker))
     overrides = {k: v for k, v in pairs if v is not None}
-    base = sc.base.replace(train=overrides) if overrides else sc.base
-    sc = SearchConfig(base, sc.space)
-    budget = int(args.budget_kb * KIB)
-    smallest = smallest_size(sc, args.budget_on)
-    if args.ram_kb is not None:
+    sc = SearchConfig(sc.base.replace(train=overrides) if overrides else sc.base, sc.space)
+    check_against_base(sc)
+    budget = Budget(int(args.budget_kb * KIB), args.budget_on, int(args.ram_kb * KIB) if args.ram_kb else None)
+    if budget.ram_bytes is not None:
         ram = smallest_ram(sc)
-        if ram > args.ram_kb * KIB:
-            raise SearchError(
-                f"--ram-kb {args.ram_kb:g} ({int(args.ram_kb * KIB)} B) is below the RAM of the smallest model's C library "
+        if ram > budget.ram_bytes:
+            raise Error(
+                f"--ram-kb {args.ram_kb:g} ({budget.ram_bytes} B) is below the RAM of the smallest model's C library "
                 f"in the space ({ram} B, predicted); raise --ram-kb or use smaller front ends (n_fft) in {args.config}"
             )
-    if budget < smallest:
-        raise SearchError(
-            f"budget {args.budget_kb:g} KiB ({budget} B) is below the smallest model in the space "
+    smallest = smallest_size(sc, args.budget_on)
+    if budget.bytes < smallest:
+        raise Error(
+            f"budget {args.budget_kb:g} KiB ({budget.bytes} B) is below the smallest model in the space "
             f"({smallest} B = {smallest / KIB:.2f} KiB); raise --budget-kb or widen the space in {args.config}"
         )
+    corpora = corpora_of(args)
+    check_data(sc.base, corpora, args.cache_dir)
+    return RunSettings(
+        name=name,
+        budget=budget,
+        base=sc.base,
+        space=sc.space,
+        trials=args.trials,
+        time_budget_s=args.time_budget,
+        cpus_per_trial=args.cpus_per_trial,
+        sampler=args.sampler,
+        corpora=corpora,
+        cache_dir=str(Path(args.cache_dir).resolve()) if args.cache_dir else None,
+        started=time.strftime("%Y-%m-%d %H:%M:%S"),
+    )
+
+
+def prepare(args: argparse.Namespace) -> tuple[Path, RunSettings]:
+    """Check everything that can be checked before Ray starts, then claim the run folder (a new run)
+    or hold it (--resume): the folder and its settings. Error in one line otherwise."""
+    out = Path(args.out).resolve()
+    if args.name is not None and not is_plain_name(args.name):
+        raise Error(f"--name {args.name!r} must be a plain folder name (no '/', not '.' or '..'): the run lives in --out")
+    if args.resume:
+        if not args.name:
+            raise Error("--resume needs --name NAME of the run to continue")
+        run_dir = out / args.name
+        if not (run_dir / runfolder.SETTINGS).is_file():
+            raise Error(f"no run named {args.name!r} in {out} to resume")
+        settings = runfolder.settings(run_dir)
+        runfolder.trials(run_dir)
+        runfolder.hold(run_dir)
+        return run_dir, settings
     name = args.name or f"kws-{args.budget_kb:g}kib-{time.strftime('%Y%m%d-%H%M%S')}"
+    if (out / name).exists():  # said before the data is read; claim() decides under a race
+        raise Error(f"a run named {name!r} already exists in {out}: add --resume to continue it, or pick another --name")
+    settings = new_settings(args, name)
     run_dir = out / name
-    if run_dir.exists():
-        raise SearchError(f"a run named {name!r} already exists in {out}: add --resume to continue it, or pick another --name")
-    data_dir = str(resolve_data_dir(args.data_dir).resolve())
-    check_data(base, data_dir, args.cache_dir)
-    settings = {
-        "name": name,
-        "budget_bytes": budget,
-        "budget_kb": args.budget_kb,
-        "budget_on": args.budget_on,
-        "ram_budget_bytes": int(args.ram_kb * KIB) if args.ram_kb else None,
-        "trials": args.trials,
-        "time_budget_s": args.time_budget,
-        "cpus_per_trial": args.cpus_per_trial,
-        "sampler": args.sampler,
-        "data_dir": data_dir,
-        "cache_dir": str(Path(args.cache_dir).resolve()) if args.cache_dir else None,
-        "config_file": str(args.config),
-        "base": base.to_dict(),
-        "space": {k: list(v) if isinstance(v, tuple) else v for k, v in sc.space.__dict__.items()},
-        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "started_ts": time.time(),
-    }
+    runfolder.claim(run_dir)
+    runfolder.write_settings(run_dir, settings)
     return run_dir, settings
 
 
-def main(argv: Sequence[str] | None = None, trial_fn: Any = None) -> int:
+def main(argv: Sequence[str] | None = None, trial_fn: object = None) -> int:
     """CLI entry point. `trial_fn` replaces the trial function (tests inject failures with it)."""
-    from search.deploy import DeployError
+    return run_cli(lambda a: _main(a, trial_fn), argv)
 
+
+def _main(argv: Sequence[str] | None, trial_fn: object) -> int:
     args = parse_args(argv)
-    try:
-        run_dir, settings = prepare(args)
-        if args.address:
-            check_address(args.address)
-    except (SearchError, ConfigError, DataError, DeployError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:  # a path that cannot be made or read: a file where a folder must be, a name too long
-        print(f"error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
-        return 2
+    if args.address:
+        check_address(args.address)
+    else:
+        # Local run: keep Ray on 127.0.0.1 (by default it binds the external interface). Read when Ray starts.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    run_dir, settings = prepare(args)
     hint = flash_hint(args)
     if hint:
         print(hint)
-    if not args.address:
-        # Local run: keep Ray on 127.0.0.1 (by default it binds the external interface). Read at import.
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    from search.tuner import run_search  # imports Ray: only once the input is known to be good
-
     try:
-        return run_search(run_dir, settings, args, **({"trial_fn": trial_fn} if trial_fn else {}))
-    except (SearchError, ConfigError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f"error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
-        return 2
+        ran = run_search(run_dir, settings, args, **({"trial_fn": trial_fn} if trial_fn else {}))
+    except BaseException:
+        if not args.resume and not any((run_dir / "trials").iterdir()):
+            runfolder.release(run_dir, remove=True)  # nothing ran: leave nothing behind that blocks a retry
+        raise
+    summary = export(run_dir)
+    report.print_summary(summary, run_dir, protocol_for(settings.base))
+    if ran < settings.trials:
+        resume = f"python -m search.run --resume --name {settings.name} --out {run_dir.parent}"
+        print(f"stopped after {ran} of {settings.trials} trials (time budget or Ctrl-C); to continue: {resume}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import math
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+R = TypeVar("R")
 
 
 def selection_key(val_acc: float, val_loss: float) -> tuple[float, float]:
@@ -13,21 +15,26 @@ def selection_key(val_acc: float, val_loss: float) -> tuple[float, float]:
     return (val_acc, -val_loss)
 
 
-def record_key(r: dict[str, Any]) -> tuple[float, float]:
-    """`selection_key` of a trial record (records written before val_loss rank last on a tie)."""
-    return selection_key(r["val_acc"], r.get("val_loss", math.inf))
+def record_key(r: Any) -> tuple[float, float]:
+    """`selection_key` of a trial record or front row (anything with val_acc and val_loss)."""
+    get = r.get if isinstance(r, dict) else lambda k: getattr(r, k)
+    return selection_key(get("val_acc"), get("val_loss"))
 
 
-def cost(r: dict[str, Any]) -> int:
-    """What the run's budget counts for a record (search.space.cost_bytes); records written
-    before budgets on flash existed count their artifact's size."""
-    return r.get("cost_bytes", r["size_bytes"])
+def _cost(r: Any) -> int:
+    return r["cost_bytes"] if isinstance(r, dict) else r.cost_bytes
 
 
-def pareto_front(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Non-dominated records: no other ranks at least as high (`record_key`) and costs less (`cost`)."""
-    front: list[dict[str, Any]] = []
-    for r in sorted(records, key=lambda r: (cost(r), [-k for k in record_key(r)])):
+def pareto_front(records: Sequence[R]) -> list[R]:
+    """Non-dominated records, cheapest first: no other ranks at least as high (`record_key`) and
+    costs less (`cost_bytes`, what the budget counts)."""
+    front: list[R] = []
+    for r in sorted(records, key=lambda r: (_cost(r), [-k for k in record_key(r)])):
         if not front or record_key(r) > record_key(front[-1]):
             front.append(r)
     return front
+
+
+def winner(rows: Sequence[R]) -> R | None:
+    """The top of a front: the best ranked, the cheapest on a tie (test figures only report)."""
+    return max(rows, key=lambda r: (*record_key(r), -_cost(r))) if rows else None

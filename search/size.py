@@ -12,9 +12,8 @@ from math import ceil, prod
 
 import numpy as np
 
-from search.config import Config
+from search.schema import N_CLASSES, Config
 
-N_CLASSES = 10
 KIB = 1024
 
 

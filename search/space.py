@@ -9,97 +9,15 @@ Optuna constraint (so TPE learns to avoid it) and never trained.
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import typing
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import optuna
 
-from search.config import Config, ConfigError, from_dict, read_yaml
+from fsdd.errors import ConfigError
+from search.deploy.predict import predict_flash
+from search.schema import Budget, Config, SearchConfig
 from search.size import size_bytes
-
-
-@dataclass(frozen=True)
-class Space:
-    hidden_sizes: tuple[int, ...] = (4, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128)
-    n_mfcc: tuple[int, ...] = (8, 10, 13, 16)
-    hop_length: tuple[int, ...] = (160, 200, 240)
-    n_fft: tuple[int, ...] = ()  # FFT lengths to choose from (empty: the base's); the C library needs powers of two
-    n_mels: tuple[int, ...] = ()  # mel bands to choose from (empty: the base's); fewer bands, smaller tables on the chip
-    cmvn: tuple[str, ...] = ()  # per-utterance CMVN kinds to choose from (empty: the base's)
-    lr: tuple[float, float] = (2e-3, 2e-2)  # log-uniform
-    quant_modes: tuple[str, ...] = ("fp32", "ptq_int8", "qat")
-    qat_bits: tuple[int, int] = (2, 8)
-    qat_scales: tuple[str, ...] = ("float", "po2")
-    qat_per_channel: tuple[bool, ...] = (False, True)
-    qat_warm_start: tuple[bool, ...] = (True, False)
-    qat_epochs: int = 15  # fine-tuning epochs of a warm-started QAT child (its parent trains base epochs)
-    prune: bool = True  # search pruning at all
-    prune_sparsity: tuple[float, float] = (0.2, 0.9)  # final fraction of pruned weights
-    prune_max_steps: int = 4
-
-
-@dataclass(frozen=True)
-class SearchConfig:
-    base: Config = field(default_factory=Config)
-    space: Space = field(default_factory=Space)
-
-
-def space_from_dict(raw: Any, where: str = "space") -> Space:
-    if raw is None:
-        return Space()
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a mapping")
-    known = {f.name: f for f in dataclasses.fields(Space)}
-    kwargs = {}
-    for key, value in raw.items():
-        if key not in known:
-            raise ConfigError(f"unknown field '{where}.{key}' (known: {', '.join(sorted(known))})")
-        kwargs[key] = _field_value(value, known[key], f"{where}.{key}")
-    space = Space(**kwargs)
-    _check_space(space)
-    return space
-
-
-def _field_value(value: Any, f: dataclasses.Field, where: str) -> Any:
-    """`value` coerced to the field's declared type (a tuple of int, float, str or bool, or one
-    of those), or ConfigError naming the field: YAML gives lists and may give any type."""
-    tp = typing.get_type_hints(Space)[f.name]
-    many = typing.get_origin(tp) is tuple
-    item = typing.get_args(tp)[0] if many else tp
-    values = value if many else [value]
-    if many and (not isinstance(value, list) or (not value and f.name not in ("n_fft", "n_mels", "cmvn"))):
-        raise ConfigError(f"{where}: expected a non-empty list")
-    ok = {
-        bool: lambda v: isinstance(v, bool),
-        int: lambda v: isinstance(v, int) and not isinstance(v, bool),
-        float: lambda v: isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v),
-        str: lambda v: isinstance(v, str),
-    }[item]
-    bad = [v for v in values if not ok(v)]
-    if bad:
-        raise ConfigError(f"{where}: expected {'a list of ' if many else ''}{item.__name__}{'s' if many else ''}, got {bad[0]!r}")
-    coerced = [float(v) if item is float else v for v in values]
-    return tuple(coerced) if many else coerced[0]
-
-
-def _check_space(s: Space) -> None:
-    def need(cond: bool, msg: str) -> None:
-        if not cond:
-            raise ConfigError(f"space.{msg}")
-
-    need(all(isinstance(h, int) and h >= 1 for h in s.hidden_sizes), "hidden_sizes: positive integers")
-    need(set(s.quant_modes) <= {"fp32", "ptq_int8", "qat"}, "quant_modes: fp32, ptq_int8, qat")
-    need(2 <= s.qat_bits[0] <= s.qat_bits[-1] <= 8, "qat_bits: [low, high] within 2-8")
-    need(set(s.qat_scales) <= {"float", "po2"}, "qat_scales: float, po2")
-    need(0 < s.lr[0] <= s.lr[-1], "lr: [low, high] > 0")
-    need(0 < s.prune_sparsity[0] <= s.prune_sparsity[-1] < 1, "prune_sparsity: [low, high] in (0, 1)")
-    need(s.prune_max_steps >= 1 and s.qat_epochs >= 2, "prune_max_steps >= 1, qat_epochs >= 2")
-    need(set(s.cmvn) <= {"none", "mean", "meanvar"}, "cmvn: none, mean, meanvar")
-    need(all(16 <= n <= 8192 for n in s.n_fft), "n_fft: FFT lengths in 16..8192 (powers of two for the C library)")
 
 
 def check_against_base(sc: SearchConfig) -> None:
@@ -122,23 +40,6 @@ def check_against_base(sc: SearchConfig) -> None:
                         sc.base.replace(features=front_end(sc.base, point))
                     except ConfigError as e:
                         raise ConfigError(f"space.n_mfcc/hop_length/n_fft/n_mels: {point} with the base features: {e}") from None
-
-
-def load_search_config(path: str | Path) -> SearchConfig:
-    """configs/search.yaml: `base` (a run Config) and `space`. ConfigError names a bad field."""
-    path = Path(path)
-    raw = read_yaml(path) or {}
-    try:
-        if not isinstance(raw, dict):
-            raise ConfigError("expected a mapping with 'base' and 'space'")
-        unknown = set(raw) - {"base", "space"}
-        if unknown:
-            raise ConfigError(f"unknown field '{sorted(unknown)[0]}' (known: base, space)")
-        sc = SearchConfig(from_dict(raw.get("base")), space_from_dict(raw.get("space")))
-        check_against_base(sc)
-        return sc
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
 
 
 def prune_schedule(sparsity: float, start: int, end: int, steps: int) -> list[list]:
@@ -177,45 +78,18 @@ def to_config(base: Config, p: dict[str, Any]) -> Config:
     )
 
 
-BUDGET_ON = ("weights", "flash")
+def cost(budget: Budget, cfg: Config) -> int:
+    """The bytes `cfg` spends of the budget (`cost_bytes` in reports and records): its artifact's
+    payload, or the predicted flash of its whole C library (`budget.on == "flash"`)."""
+    return predict_flash(cfg).flash_bytes if budget.on == "flash" else size_bytes(cfg)
 
 
-@dataclass(frozen=True)
-class Budget:
-    """What every model of a search must fit. `on` says what `bytes` counts: the artifact's payload
-    (`weights`, search.size.size_bytes), or the whole C library on a Cortex-M4 (`flash`: weights,
-    front-end tables and code, as search.deploy.predict_flash predicts it before training,
-    calibrated on real links). `ram_bytes`, if set, bounds the library's RAM (static + stack)
-    as predicted the same way."""
-
-    bytes: int
-    on: str = "weights"
-    ram_bytes: int | None = None
-
-    def cost(self, cfg: Config) -> int:
-        """The bytes `cfg` spends of the budget (`cost_bytes` in reports and records)."""
-        if self.on == "flash":
-            from search.deploy import predict_flash
-
-            return predict_flash(cfg).flash_bytes
-        return size_bytes(cfg)
-
-    def ram(self, cfg: Config) -> int | None:
-        """Predicted RAM of `cfg`'s C library, when the budget bounds RAM (else None, not computed)."""
-        if self.ram_bytes is None:
-            return None
-        from search.deploy import predict_flash
-
-        return predict_flash(cfg).ram_bytes
-
-    def over(self, cfg: Config) -> int:
-        """How far `cfg` is over the budget in bytes (<= 0: it fits), RAM included."""
-        over = self.cost(cfg) - self.bytes
-        ram = self.ram(cfg)
-        return max(over, ram - self.ram_bytes) if ram is not None else over
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+def over(budget: Budget, cfg: Config) -> int:
+    """How far `cfg` is over the budget in bytes (<= 0: it fits), RAM included when it is bounded."""
+    excess = cost(budget, cfg) - budget.bytes
+    if budget.ram_bytes is None:
+        return excess
+    return max(excess, predict_flash(cfg).ram_bytes - budget.ram_bytes)
 
 
 def define(trial: optuna.Trial, sc: SearchConfig, budget: Budget | int) -> dict[str, Any]:
@@ -256,12 +130,32 @@ def define(trial: optuna.Trial, sc: SearchConfig, budget: Budget | int) -> dict[
     def at(h: int) -> Config:
         return to_config(base, {**p, "hidden_size": h})
 
-    fitting = [h for h in sorted(s.hidden_sizes) if budget.over(at(h)) <= 0]
+    fitting = [h for h in sorted(s.hidden_sizes) if over(budget, at(h)) <= 0]
     frac = trial.suggest_float("size_frac", 0.0, 1.0)
     h = fitting[min(int(frac * len(fitting)), len(fitting) - 1)] if fitting else min(s.hidden_sizes)
-    trial.set_constraint("size_over_budget", budget.over(at(h)))
-    derived.update(hidden_size=h, size_bytes=size_bytes(at(h)), cost_bytes=budget.cost(at(h)), feasible=bool(fitting))
+    trial.set_constraint("size_over_budget", over(budget, at(h)))
+    derived.update(hidden_size=h, size_bytes=size_bytes(at(h)), cost_bytes=cost(budget, at(h)), feasible=bool(fitting))
     return derived
+
+
+def hparam_domains(sc: SearchConfig) -> dict[str, list | tuple]:
+    """Every parameter `define` draws or derives, with its domain (discrete values, or an interval
+    (low, high)): the columns of the run's one HParams experiment (search.board.write_experiment)."""
+    s, base = sc.space, sc.base
+    epochs = sorted({base.train.epochs, *([s.qat_epochs] if "qat" in s.quant_modes and True in s.qat_warm_start else [])})
+    d: dict[str, list | tuple] = {"quant": list(s.quant_modes)}
+    if "qat" in s.quant_modes:
+        d |= {"bits": (s.qat_bits[0], s.qat_bits[-1]), "scale": list(s.qat_scales), "per_channel": list(s.qat_per_channel)}
+        d["warm_start"] = list(s.qat_warm_start)
+    d |= {"n_mfcc": list(s.n_mfcc), "hop_length": list(s.hop_length)}
+    d |= {name: list(getattr(s, name)) for name in ("n_fft", "n_mels", "cmvn") if len(getattr(s, name)) > 1}
+    d |= {"lr": (s.lr[0], s.lr[-1]), "epochs": epochs}
+    if s.prune and max(epochs) >= 2:
+        last = max(epochs) - 2
+        d |= {"prune": [False, True], "sparsity": (s.prune_sparsity[0], s.prune_sparsity[-1])}
+        d |= {"prune_start": (0, last), "prune_span": (0.0, 1.0), "prune_end": (0, last), "prune_steps": (1, s.prune_max_steps)}
+    d |= {"size_frac": (0.0, 1.0), "hidden_size": sorted(s.hidden_sizes)}
+    return d
 
 
 def start_points(sc: SearchConfig) -> list[dict[str, Any]]:
@@ -298,8 +192,6 @@ def start_points(sc: SearchConfig) -> list[dict[str, Any]]:
 
 def smallest_ram(sc: SearchConfig) -> int:
     """Predicted RAM (static + stack) of the smallest C library the space can express."""
-    from search.deploy import predict_flash
-
     base = sc.base
     best = math.inf
     for n_fft in sc.space.n_fft or (base.features.n_fft,):
@@ -323,5 +215,5 @@ def smallest_size(sc: SearchConfig, budget_on: str = "weights") -> int:
         for n_fft in s.n_fft or (sc.base.features.n_fft,):  # the front end changes the flash (tables)
             for n_mels in s.n_mels or (sc.base.features.n_mels,):
                 cfg = to_config(sc.base, {**p, "n_fft": n_fft, "n_mels": n_mels})
-                best = min(best, Budget(0, budget_on).cost(cfg))
+                best = min(best, cost(Budget(1, budget_on), cfg))
     return int(best)

@@ -21,11 +21,11 @@ from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.search.optuna import OptunaSearch
 
-from fsdd.files import write_json
-from fsdd.splits import PROTOCOL_SPEAKERS
-from search.config import from_dict
-from search.errors import SearchError
-from search.space import Budget, SearchConfig, define, space_from_dict, start_points
+from fsdd.errors import Error
+from search.board import write_experiment
+from search.protocol import protocol_for
+from search.schema import RunSettings
+from search.space import define, hparam_domains, start_points
 from search.trainable import run_trial, trial_name
 
 
@@ -158,60 +158,44 @@ class Progress(tune.Callback):
         print(self.status(trials), flush=True)
 
 
-def search_config(settings: dict[str, Any]) -> SearchConfig:
-    return SearchConfig(from_dict(settings["base"]), space_from_dict(settings["space"]))
-
-
-def budget_of(settings: dict[str, Any]) -> Budget:
-    return Budget(settings["budget_bytes"], settings.get("budget_on", "weights"), settings.get("ram_budget_bytes"))
-
-
-def is_speaker_protocol(settings: dict[str, Any]) -> bool:
-    return settings["base"]["train"]["split"] == PROTOCOL_SPEAKERS
-
-
-def make_trainable(run_dir: Path, settings: dict[str, Any], trial_fn: Callable = run_trial):
+def make_trainable(run_dir: Path, settings: RunSettings, trial_fn: Callable = run_trial):
     """The Tune trainable: `trial_fn` (search.trainable.run_trial; tests wrap it) with the run's settings."""
-    sc = search_config(settings)
-    cpus = settings["cpus_per_trial"]
     fn = tune.with_parameters(
         trial_fn,
-        base=sc.base,
-        budget=budget_of(settings),
+        base=settings.base,
+        budget=settings.budget,
         run_dir=str(run_dir),
-        data_dir=settings["data_dir"],
-        cache_dir=settings["cache_dir"],
-        threads=cpus,
+        data=settings.corpora,
+        cache_dir=settings.cache_dir,
+        threads=settings.cpus_per_trial,
     )
-    return tune.with_resources(fn, {"cpu": cpus})
+    return tune.with_resources(fn, {"cpu": settings.cpus_per_trial})
 
 
-def make_stopper(settings: dict[str, Any]) -> DominatedAtRung | None:
-    """Early stopping of dominated trials (None for random search, which trains every trial to
-    the end). Rungs: after folds 1, 2, 4 in the speaker protocol; at epochs r, 3r, 9r ... in
-    the random protocol (r = a sixth of the base epochs)."""
-    if settings.get("sampler", "tpe") == "random":
+def make_stopper(settings: RunSettings) -> DominatedAtRung | None:
+    """Early stopping of dominated trials at the protocol's rungs (None for random search, which
+    trains every trial to the end)."""
+    if settings.sampler == "random":
         return None
-    if is_speaker_protocol(settings):
-        return DominatedAtRung(first_rung=1, factor=2)
-    return DominatedAtRung(first_rung=max(2, search_config(settings).base.train.epochs // 6))
+    first, factor = protocol_for(settings.base).rungs(settings.base)
+    return DominatedAtRung(first_rung=first, factor=factor)
 
 
-def ray_callbacks(settings: dict[str, Any], stopper: DominatedAtRung | None) -> list[tune.Callback]:
+def ray_callbacks(settings: RunSettings, stopper: DominatedAtRung | None) -> list[tune.Callback]:
     """Ray's JSON and CSV loggers (export reads result.json), no TensorBoard logger of Ray's: each
     trial writes its own TensorBoard run (search.board), named for what it is, so TensorBoard
     shows every trial once. And the progress line."""
-    metric = "new-speaker acc" if is_speaker_protocol(settings) else "val"
-    return [JsonLoggerCallback(), CSVLoggerCallback(), Progress(settings["trials"], settings["time_budget_s"], stopper, metric)]
+    label = protocol_for(settings.base).label
+    return [JsonLoggerCallback(), CSVLoggerCallback(), Progress(settings.trials, settings.time_budget_s, stopper, label)]
 
 
-def make_tuner(run_dir: Path, settings: dict[str, Any], verbose: bool, trial_fn: Callable = run_trial) -> tune.Tuner:
-    sc = search_config(settings)
+def make_tuner(run_dir: Path, settings: RunSettings, verbose: bool, trial_fn: Callable = run_trial) -> tune.Tuner:
+    sc = settings.search
     seed = sc.base.train.seed
-    space = functools.partial(define, sc=sc, budget=budget_of(settings))
+    space = functools.partial(define, sc=sc, budget=settings.budget)
     metric, mode = ["val_acc", "cost_bytes"], ["max", "min"]
     stopper = make_stopper(settings)
-    if settings.get("sampler", "tpe") == "random":
+    if settings.sampler == "random":
         # The baseline: uniform random points of the same space, every trial trained to the end.
         sampler: optuna.samplers.BaseSampler = optuna.samplers.RandomSampler(seed=seed)
         first = []
@@ -223,8 +207,8 @@ def make_tuner(run_dir: Path, settings: dict[str, Any], verbose: bool, trial_fn:
         make_trainable(run_dir, settings, trial_fn),
         tune_config=tune.TuneConfig(
             search_alg=searcher,
-            num_samples=settings["trials"],
-            time_budget_s=settings["time_budget_s"],
+            num_samples=settings.trials,
+            time_budget_s=settings.time_budget_s,
             # One worker process per CPU slot, kept across trials: torch, Lightning and Brevitas are
             # imported once per worker instead of once per trial (seconds each on this machine).
             reuse_actors=True,
@@ -246,7 +230,7 @@ def short_temp_dir() -> str | None:
 
     Ray puts AF_UNIX sockets under `<temp>/session_<date>_<pid>/sockets/`, and such a path may
     not exceed 107 bytes; with a long $TMPDIR, Ray fails to start. Returns None when the default
-    is short enough, else `/tmp/ray-<uid>` (created); SearchError if that is not possible."""
+    is short enough, else `/tmp/ray-<uid>` (created); Error if that is not possible."""
     default = os.path.join(tempfile.gettempdir(), "ray")
     if len(default) + SOCKET_SUFFIX <= 107:
         return None
@@ -256,7 +240,7 @@ def short_temp_dir() -> str | None:
         if not os.access(short, os.W_OK):
             raise OSError("not writable")
     except OSError:
-        raise SearchError(
+        raise Error(
             f"the temporary directory {tempfile.gettempdir()!r} is too long for Ray's sockets "
             f"(AF_UNIX paths are limited to 107 bytes) and {short} is not usable: set TMPDIR to a shorter directory"
         ) from None
@@ -266,8 +250,8 @@ def short_temp_dir() -> str | None:
 SOCKET_SUFFIX = 64  # len("/session_2026-11-29_19-47-59_123456_1234567/sockets/plasma_store") rounded up
 
 
-def init_ray(args: argparse.Namespace, settings: dict[str, Any]) -> None:
-    """Start (or join) Ray; SearchError with one line if it cannot start or cannot run a trial."""
+def init_ray(args: argparse.Namespace, settings: RunSettings) -> None:
+    """Start (or join) Ray; Error with one line if it cannot start or cannot run a trial."""
     level = logging.INFO if args.verbose else logging.ERROR
     try:
         if args.address:
@@ -284,26 +268,26 @@ def init_ray(args: argparse.Namespace, settings: dict[str, Any]) -> None:
                 logging_level=level,
                 **({"_temp_dir": temp} if temp else {}),
             )
-    except SearchError:
+    except Error:
         raise
     except Exception as e:  # noqa: BLE001 - Ray raises many kinds; the user needs the cause in one line
         cause = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise SearchError(f"Ray could not start ({type(e).__name__}: {cause}); nothing was run, the same command can be retried") from None
-    need = settings["cpus_per_trial"]
+        raise Error(f"Ray could not start ({type(e).__name__}: {cause}); nothing was run, the same command can be retried") from None
+    need = settings.cpus_per_trial
     per_node = [n.get("Resources", {}).get("CPU", 0) for n in ray.nodes() if n.get("Alive")]
     if not per_node or max(per_node) < need:
         ray.shutdown()
         have = max(per_node, default=0)
-        raise SearchError(
+        raise Error(
             f"--cpus-per-trial {need} cannot be placed: the largest node of this Ray cluster has {have:g} CPUs; "
             f"use --cpus-per-trial {max(1, int(have))} or fewer"
         )
 
 
-def run_search(run_dir: Path, settings: dict[str, Any], args: argparse.Namespace, trial_fn: Callable = run_trial) -> int:
-
-    from search.export import export, print_summary
-
+def run_search(run_dir: Path, settings: RunSettings, args: argparse.Namespace, trial_fn: Callable = run_trial) -> int:
+    """Start Ray and run (or resume) the search in the claimed `run_dir`; the number of trials that
+    ran. Error in one line if Ray cannot start or the search cannot run; a new run that never got
+    going leaves nothing behind."""
     # Save the experiment state (searcher included) at least every second, so a killed
     # driver loses at most that much; trials' own records are on disk regardless.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
@@ -313,31 +297,23 @@ def run_search(run_dir: Path, settings: dict[str, Any], args: argparse.Namespace
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     # Let Tune start the next trials while earlier ones are still starting up (actor start
     # and imports take seconds here); by default a searcher gets one pending trial at a time.
-    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(1, (os.cpu_count() or 1) // settings["cpus_per_trial"])))
+    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(1, (os.cpu_count() or 1) // settings.cpus_per_trial)))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    # Ray starts before the run folder exists: a search that cannot start leaves nothing behind
-    # that would block the next attempt (no half-made run that can neither restart nor resume).
+    protocol = protocol_for(settings.base)
     init_ray(args, settings)
     try:
         if args.resume and not tune.Tuner.can_restore(str(run_dir)):
-            raise SearchError(
-                f"run {settings['name']!r} has no saved search state (it never got going): "
+            raise Error(
+                f"run {settings.name!r} has no saved search state (it never got going): "
                 f"delete {run_dir} and start it again without --resume"
             )
-        fresh = not run_dir.exists()
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if fresh:
-            (run_dir / "trials").mkdir()  # export refuses a run without it (its trials lost) rather than empty the front
-        write_json(run_dir / "search.json", settings)
-        protocol = (
-            "speaker protocol (leave-one-speaker-out folds)"
-            if is_speaker_protocol(settings)
-            else "split " + settings["base"]["train"]["split"]
-        )
+        if not args.resume:
+            metrics = ["val_acc", "val_loss", "size_kib", "cost_kib", *protocol.metrics(settings.corpora)]
+            write_experiment(run_dir, hparam_domains(settings.search), metrics)
         print(
-            f"run {settings['name']}: budget {settings['budget_kb']:g} KiB = {settings['budget_bytes']} B, {settings['trials']} trials, "
-            f"time budget {settings['time_budget_s'] / 60:.0f} min, {protocol}, results in {run_dir}"
+            f"run {settings.name}: budget {settings.budget.kib:g} KiB = {settings.budget.bytes} B, {settings.trials} trials, "
+            f"time budget {settings.time_budget_s / 60:.0f} min, split {protocol.name}: {protocol.title}; results in {run_dir}"
         )
         print(f"watch it: tensorboard --logdir {run_dir} --host 127.0.0.1", flush=True)
         try:
@@ -345,19 +321,11 @@ def run_search(run_dir: Path, settings: dict[str, Any], args: argparse.Namespace
                 tuner = tune.Tuner.restore(str(run_dir), trainable=make_trainable(run_dir, settings, trial_fn), resume_unfinished=True)
             else:
                 tuner = make_tuner(run_dir, settings, args.verbose, trial_fn)
-            ran = len(tuner.fit())
+            return len(tuner.fit())
         except KeyboardInterrupt:  # Ray usually handles Ctrl-C itself and returns from fit()
-            ran = 0
-        except Exception as e:
-            if fresh and not tune.Tuner.can_restore(str(run_dir)):
-                shutil.rmtree(run_dir, ignore_errors=True)  # nothing ran: leave no half-made run behind
+            return 0
+        except Exception as e:  # noqa: BLE001 - Ray raises many kinds (its state damaged, a cluster gone); one line each
             cause = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise SearchError(f"the search could not run ({type(e).__name__}: {cause})") from None
+            raise Error(f"the search could not run ({type(e).__name__}: {cause})") from None
     finally:
         ray.shutdown()
-    summary = export(run_dir)
-    print_summary(summary, run_dir)
-    if ran < settings["trials"]:
-        resume = f"python -m search.run --resume --name {settings['name']} --out {run_dir.parent}"
-        print(f"stopped after {ran} of {settings['trials']} trials (time budget or Ctrl-C); to continue: {resume}")
-    return 0

@@ -2,8 +2,8 @@
 
 Reads only the artifact (search.artifact.read + dense_weights) and the wav files, and
 computes features (MFCC) and the LSTM + Linear forward pass in numpy, one clip at a time,
-as docs/artifact.md specifies them. Neither torch nor torchaudio is used for any number
-(they get imported, unused, through search.config). Prints one JSON line last:
+as docs/artifact.md specifies them. Neither torch nor torchaudio is imported. Prints one JSON
+line last:
 
     {"test_acc": ..., "size_bytes": ..., "n_test": ..., "agree": ..., ...}
 
@@ -13,7 +13,6 @@ read from `--predictions FILE` or `predictions.json` beside the artifact (null i
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -25,86 +24,52 @@ from typing import Any
 
 import numpy as np
 
-from fsdd.audio import list_wavs, parse_name, read_wav, trim_silence
+from fsdd.audio import read_wav, trim_silence
+from fsdd.corpora import as_corpora, default_name, list_clips, parse_data_dir
 from fsdd.download import resolve_data_dir
-from fsdd.errors import DataError
-from fsdd.splits import make_split
-from search.artifact import ArtifactError, dense_weights, payload_bytes, read, validate
+from fsdd.errors import ArgumentParser, DataError, run_cli
+from fsdd.schema import Corpus, FeatureConfig, load
+from fsdd.splits import Split, clip_label, clip_speaker, make_split
+from search.artifact import dense_weights, payload_bytes, read, validate
 
 N_CLASSES = 10
 AMIN = 1e-10  # torchaudio AmplitudeToDB("power") clamps the power here before log10
 
 
-class VerifyError(ValueError):
-    """A problem outside the artifact and the wavs (e.g. an unreadable predictions file)."""
-
-
 # --------------------------------------------------------------------------- features
 
 
-@dataclasses.dataclass(frozen=True)
-class _Params:
-    sample_rate: int
-    n_mfcc: int
-    n_fft: int
-    win_length: int
-    hop_length: int
-    n_mels: int
-    f_min: float
-    f_max: float
-    top_db: float | None
-    trim_db: float | None
-    cmvn: str
+def feature_config(features: Mapping[str, Any] | FeatureConfig) -> FeatureConfig:
+    """The artifact's `features` (a parsed JSON object, checked by search.artifact.validate) as the
+    one feature-parameter type; format version 1 has no `cmvn` (none)."""
+    return features if isinstance(features, FeatureConfig) else load(FeatureConfig, dict(features), "features")
 
 
-def _params(p: Mapping[str, Any] | Any) -> _Params:
-    """Feature parameters from the artifact's `features` dict (or a FeatureConfig), defaults resolved."""
-    if not isinstance(p, Mapping):
-        p = dataclasses.asdict(p)
-    sr, n_fft = int(p["sample_rate"]), int(p["n_fft"])
-    win = p.get("win_length")
-    f_max = p.get("f_max")
-    top_db, trim_db = p.get("top_db", 80.0), p.get("trim_db")
-    return _Params(
-        sample_rate=sr,
-        n_mfcc=int(p["n_mfcc"]),
-        n_fft=n_fft,
-        win_length=n_fft if win is None else int(win),
-        hop_length=int(p["hop_length"]),
-        n_mels=int(p["n_mels"]),
-        f_min=float(p.get("f_min", 0.0)),
-        f_max=float(sr // 2) if f_max is None else float(f_max),
-        top_db=None if top_db is None else float(top_db),
-        trim_db=None if trim_db is None else float(trim_db),
-        cmvn=str(p.get("cmvn", "none")),  # format version 1 has no cmvn: none
-    )
-
-
-def _hz_to_mel(f: np.ndarray | float) -> np.ndarray | float:
+def hz_to_mel(f: np.ndarray | float) -> np.ndarray | float:
     return 2595.0 * np.log10(1.0 + np.asarray(f, dtype=np.float64) / 700.0)
 
 
-def _mel_to_hz(m: np.ndarray) -> np.ndarray:
+def mel_to_hz(m: np.ndarray) -> np.ndarray:
     return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
 
 
 @lru_cache(maxsize=8)
-def _window(p: _Params) -> np.ndarray:
+def _window(p: FeatureConfig) -> np.ndarray:
     """Periodic Hann window of win_length, zero-padded on both sides to n_fft (as torch.stft)."""
-    n = np.arange(p.win_length, dtype=np.float64)
-    w = 0.5 - 0.5 * np.cos(2.0 * math.pi * n / p.win_length)
-    left = (p.n_fft - p.win_length) // 2
-    return np.pad(w, (left, p.n_fft - p.win_length - left))
+    n = np.arange(p.win, dtype=np.float64)
+    w = 0.5 - 0.5 * np.cos(2.0 * math.pi * n / p.win)
+    left = (p.n_fft - p.win) // 2
+    return np.pad(w, (left, p.n_fft - p.win - left))
 
 
 @lru_cache(maxsize=8)
-def mel_filterbank(p: _Params) -> np.ndarray:
+def mel_filterbank(p: FeatureConfig) -> np.ndarray:
     """(n_fft//2+1, n_mels) triangular HTK-mel filters without area normalization
     (torchaudio.functional.melscale_fbanks with norm=None, mel_scale="htk")."""
     n_freqs = p.n_fft // 2 + 1
     all_freqs = np.linspace(0.0, p.sample_rate // 2, n_freqs)
-    m_pts = np.linspace(_hz_to_mel(p.f_min), _hz_to_mel(p.f_max), p.n_mels + 2)
-    f_pts = _mel_to_hz(m_pts)
+    m_pts = np.linspace(hz_to_mel(p.f_min), hz_to_mel(p.fmax), p.n_mels + 2)
+    f_pts = mel_to_hz(m_pts)
     f_diff = f_pts[1:] - f_pts[:-1]
     slopes = f_pts[None, :] - all_freqs[:, None]
     down = -slopes[:, :-2] / f_diff[:-1]
@@ -123,9 +88,8 @@ def dct_matrix(n_mfcc: int, n_mels: int) -> np.ndarray:
     return dct.T
 
 
-def prepare(x: np.ndarray, feature_params: Mapping[str, Any] | Any) -> np.ndarray:
+def prepare(x: np.ndarray, p: FeatureConfig) -> np.ndarray:
     """Trim leading/trailing silence, then zero-pad at the end to at least n_fft samples."""
-    p = _params(feature_params)
     x = trim_silence(np.asarray(x, dtype=np.float32), p.trim_db)
     if len(x) < p.n_fft:
         x = np.pad(x, (0, p.n_fft - len(x)))
@@ -145,7 +109,7 @@ def cmvn(m: np.ndarray, kind: str) -> np.ndarray:
     return x.astype(np.float32)
 
 
-def mfcc(x: np.ndarray, feature_params: Mapping[str, Any] | Any) -> np.ndarray:
+def mfcc(x: np.ndarray, p: FeatureConfig) -> np.ndarray:
     """(frames, n_mfcc) float32 MFCCs of one raw clip (samples in [-1, 1]), before normalization.
 
     Trims and pads the clip (`prepare`), then computes torchaudio's MFCC with the project's
@@ -153,7 +117,6 @@ def mfcc(x: np.ndarray, feature_params: Mapping[str, Any] | Any) -> np.ndarray:
     spectrum, HTK mel filters, 10*log10(max(p, 1e-10)) clamped at (clip max - top_db),
     orthonormal DCT-II. Equals fsdd.features.clip_features to float32 rounding.
     """
-    p = _params(feature_params)
     x = prepare(x, p).astype(np.float64)
     pad = p.n_fft // 2
     padded = np.pad(x, pad, mode="reflect")
@@ -196,7 +159,7 @@ def lstm_logits(x: np.ndarray, weights: Mapping[str, np.ndarray]) -> np.ndarray:
 def predict(meta: Mapping[str, str], weights: Mapping[str, np.ndarray], wav_paths: Sequence[str | Path]) -> np.ndarray:
     """Predicted class index (int64) of each wav, one clip at a time, from dense weights
     (`search.artifact.dense_weights`) and the artifact's feature parameters."""
-    params = _params(json.loads(meta["features"]))
+    params = feature_config(json.loads(meta["features"]))
     mean = np.asarray(weights["norm.mean"], dtype=np.float32)
     std = np.asarray(weights["norm.std"], dtype=np.float32)
     out = np.empty(len(wav_paths), dtype=np.int64)
@@ -209,112 +172,140 @@ def predict(meta: Mapping[str, str], weights: Mapping[str, np.ndarray], wav_path
 # --------------------------------------------------------------------------- checks
 
 
-def check_artifact(meta: Mapping[str, str], tensors: Mapping[str, np.ndarray], path: str | Path) -> None:
-    """The artifact as docs/artifact.md requires it (search.artifact.validate, which search.deploy
-    also calls): metadata in its allowed sets and consistent with the stored config, tensors exactly
-    those of the config's layout, positions, scales and values sound; ArtifactError otherwise."""
-    validate(dict(meta), dict(tensors), path)
-
-
 def read_predictions(path: Path) -> dict[str, int]:
-    """The torch model's predictions, {wav file name: class 0-9}; VerifyError with one line if the
-    file cannot be read or is anything else (truncated, a list, a class that is not an integer 0-9)."""
+    """The torch model's predictions, {clip key: class 0-9}; DataError with one line if the file
+    cannot be read or is anything else (truncated, a list, a class that is not an integer 0-9)."""
     try:
         raw = json.loads(path.read_text())
     except OSError as e:
-        raise VerifyError(f"cannot read predictions {path}: {e.strerror}") from None
+        raise DataError(f"cannot read predictions {path}: {e.strerror}") from None
     except (ValueError, RecursionError):  # not JSON (truncated, nested too deeply, ...), or not UTF-8
         raw = None
     if not isinstance(raw, dict):
-        raise VerifyError(f"{path}: not a JSON object mapping wav file names to classes")
+        raise DataError(f"{path}: not a JSON object mapping wav file names to classes")
     bad = next((k for k, v in raw.items() if type(v) is not int or not 0 <= v < N_CLASSES), None)
     if bad is not None:
-        raise VerifyError(f"{path}: the class of {bad!r:.60} is {raw[bad]!r:.20}, not an integer 0-{N_CLASSES - 1}")
+        raise DataError(f"{path}: the class of {bad!r:.60} is {raw[bad]!r:.20}, not an integer 0-{N_CLASSES - 1}")
     return raw
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoredClips:
+    """The clips an artifact's figures cover, rebuilt from its metadata and the data alone."""
+
+    keys: list[str]  # clip keys (file names, or corpus/file with several corpora)
+    files: list[Path]
+    split: Split
+    part: str  # test, or train for an `all` split (a refit: agreement only, not a test figure)
+
+
+def artifact_corpora(
+    meta: Mapping[str, str], data: Sequence[Corpus] | str | Path | None, own: bool = True, download: bool = True
+) -> tuple[Corpus, ...]:
+    """The corpora to score an artifact on: `data` (folders or NAME=PATH corpora), else $FSDD_DIR or
+    the download cache. For its own split (`own`), an artifact of several corpora (format version 3)
+    needs each of them, by name; DataError naming the missing ones."""
+    listed = [c["name"] for c in json.loads(meta["corpora"])] if meta.get("corpora") else []
+    if data is None or isinstance(data, str | Path):
+        folder = resolve_data_dir(data, download_if_missing=download)
+        return (Corpus(listed[0] if len(listed) == 1 else default_name(folder), str(folder)),)
+    given = as_corpora(data)
+    if own and len(listed) > 1:
+        missing = [n for n in listed if n not in {c.name for c in given}]
+        if missing:
+            raise DataError(f"the artifact was trained on corpora {', '.join(listed)}: pass --data-dir NAME=PATH for {', '.join(missing)}")
+        return tuple(next(c for c in given if c.name == n) for n in listed)
+    return given
+
+
+def scored_clips(
+    meta: Mapping[str, str], data: Sequence[Corpus] | str | Path | None = None, split: str | None = None, download: bool = True
+) -> ScoredClips:
+    """The clips an artifact's predictions cover: its split's test part (the training part for
+    `all`), rebuilt from the metadata (docs/artifact.md section 6). DataError if the data does not
+    give the artifact's split hash (another folder, or a subset), unless `split` overrides it."""
+    clips = list_clips(artifact_corpora(meta, data, own=split is None, download=download))
+    folds = int(json.loads(meta["config"]).get("train", {}).get("folds", 6))
+    test_speaker = (meta.get("test_speaker") or None) if split is None else None
+    sp = make_split(list(clips.keys), split or meta["split"], int(meta["seed"]), test_speaker=test_speaker, folds=folds)
+    if split is None and sp.hash != meta["split_hash"]:
+        where = ", ".join(c.path for c in clips.corpora)
+        raise DataError(
+            f"split {meta['split']!r} (seed {meta['seed']}) of {where} has hash {sp.hash}, the artifact's is "
+            f"{meta['split_hash']}: not the data it was trained on (pass --split to evaluate anyway)"
+        )
+    part = "test" if sp.test else "train"
+    idx = sp.test if sp.test else sp.train
+    return ScoredClips([clips.keys[i] for i in idx], [clips.files[i] for i in idx], sp, part)
 
 
 def verify(
     artifact_path: str | Path,
-    data_dir: str | Path | None = None,
+    data: Sequence[Corpus] | str | Path | None = None,
     split: str | None = None,
     predictions: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Recompute the test accuracy of an artifact from scratch; the result record."""
+    """Recompute an artifact's accuracy from scratch, from the artifact and the wavs alone; the
+    result record. ArtifactError or DataError (one line) if either cannot be used."""
     artifact_path = Path(artifact_path)
-    try:
-        meta, tensors = read(artifact_path)
-    except (AttributeError, TypeError):  # JSON header that is not an object
-        raise ArtifactError(f"{artifact_path}: not a safetensors file (header is not a JSON object)") from None
-    check_artifact(meta, tensors, artifact_path)
-    try:
-        weights = dense_weights(meta, tensors)
-    except (KeyError, ValueError, IndexError) as e:
-        raise ArtifactError(f"{artifact_path}: tensors do not decode ({e})") from None
-    size = payload_bytes(artifact_path)
-
-    data_dir = resolve_data_dir(data_dir)
-    files = list_wavs(data_dir)
-    names = [f.name for f in files]
-    seed = int(meta["seed"])  # a decimal integer (check_artifact)
-    test_speaker = meta.get("test_speaker") or None  # format version 1: none
-    sp = make_split(names, split or meta["split"], seed, test_speaker=test_speaker)
-    if split is None and sp.hash != meta["split_hash"]:
-        raise DataError(
-            f"split {meta['split']!r} (seed {seed}) of {data_dir} has hash {sp.hash}, the artifact's is "
-            f"{meta['split_hash']}: not the data it was trained on (pass --split to evaluate anyway)"
-        )
-    # An `all` split (a speaker-protocol refit) has no test set: its training clips are
-    # checked instead, for agreement with torch; their accuracy is not a test figure.
-    scored = sp.test if sp.test else sp.train
-    test_files = [files[i] for i in scored]
-    labels = np.array([parse_name(f.name)[0] for f in test_files])
-    pred = predict(meta, weights, test_files)
+    meta, tensors = read(artifact_path)
+    validate(meta, tensors, artifact_path)
+    weights = dense_weights(meta, tensors)
+    clips = scored_clips(meta, data, split)
+    labels = np.array([clip_label(k) for k in clips.keys])
+    pred = predict(meta, weights, clips.files)
 
     agree, n_compared = None, 0
     # Default: NAME.predictions.json beside NAME.safetensors (exported fronts), else predictions.json (runs).
     beside = artifact_path.with_suffix(".predictions.json")
     default = beside if beside.is_file() else artifact_path.parent / "predictions.json"
     pred_path = Path(predictions) if predictions is not None else default
-    if predictions is not None or pred_path.is_file():
+    if split is None and (predictions is not None or pred_path.is_file()):
         torch_pred = read_predictions(pred_path)
-        pairs = [(p, torch_pred[f.name]) for p, f in zip(pred, test_files, strict=True) if f.name in torch_pred]
+        pairs = [(p, torch_pred[k]) for p, k in zip(pred, clips.keys, strict=True) if k in torch_pred]
         n_compared = len(pairs)
         if n_compared:
             agree = sum(int(a == b) for a, b in pairs) / n_compared
-        if n_compared < len(test_files):
-            print(
-                f"warning: {pred_path} lacks {len(test_files) - n_compared} of {len(test_files)} test clips",
-                file=sys.stderr,
-            )
+        if n_compared < len(clips.keys):
+            print(f"warning: {pred_path} lacks {len(clips.keys) - n_compared} of {len(clips.keys)} scored clips", file=sys.stderr)
     acc = float(np.mean(pred == labels))
+    owners = np.array([clip_speaker(k) for k in clips.keys])
+    per_speaker = {s: float(np.mean(pred[owners == s] == labels[owners == s])) for s in sorted(set(owners))}
     return {
-        "test_acc": acc if sp.test else None,
-        "train_acc": None if sp.test else acc,
-        "size_bytes": size,
-        "n_test": len(test_files),
+        "test_acc": acc if clips.part == "test" else None,
+        "train_acc": None if clips.part == "test" else acc,
+        "size_bytes": payload_bytes(artifact_path),
+        "n_test": len(clips.keys),
         "agree": agree,
         "n_compared": n_compared,
-        "split": sp.kind,
-        "split_hash": sp.hash,
+        "split": clips.split.kind,
+        "split_hash": clips.split.hash,
         "quant": meta["quant_mode"],
         "format_version": meta["format_version"],
         "estimate": json.loads(meta["estimate"]) if meta.get("estimate") else None,
+        "speakers": per_speaker,  # each speaker's accuracy on the scored clips
     }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m search.verify", description=__doc__.splitlines()[0])
+    return run_cli(_main, argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    p = ArgumentParser(prog="python -m search.verify", description=__doc__.splitlines()[0])
     p.add_argument("artifact", help="model.safetensors written by search.train")
-    p.add_argument("--data-dir", help="FSDD recordings folder (default: $FSDD_DIR, else the download cache)")
-    p.add_argument("--split", help="evaluate on this split instead of the artifact's (skips the split-hash check)")
+    p.add_argument(
+        "--data-dir",
+        action="append",
+        type=parse_data_dir,
+        metavar="[NAME=]PATH",
+        help="recordings folder (default: $FSDD_DIR, else the download cache); once per corpus of a several-corpora artifact",
+    )
+    p.add_argument("--split", help="evaluate on this split instead of the artifact's (eval: every clip; skips the split-hash check)")
     p.add_argument("--predictions", help="torch predictions, JSON {wav name: class} (default: predictions.json beside ARTIFACT)")
     args = p.parse_args(argv)
-    try:
-        result = verify(args.artifact, args.data_dir, args.split, args.predictions)
-    except (ArtifactError, DataError, VerifyError) as e:
-        print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
-        return 2
-    print(json.dumps(result))
+    data = args.data_dir
+    print(json.dumps(verify(args.artifact, data, args.split, args.predictions)))
     return 0
 
 

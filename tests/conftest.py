@@ -78,3 +78,35 @@ def cache_dir(tmp_path: Path) -> Path:
     path = tmp_path / "cache"
     path.mkdir()
     return path
+
+
+@pytest.fixture(scope="session")
+def tensorboard_hparams():
+    """`read(logdir)`: (parameter columns, metric columns, {session: its parameters}) as TensorBoard's
+    HParams tab computes them, with its own backend over its own event multiplexer."""
+    return _tensorboard_hparams
+
+
+def _tensorboard_hparams(logdir: Path) -> tuple[list[str], list[str], dict[str, dict]]:
+    """(parameter columns, metric columns, {session: its parameters}) as TensorBoard's HParams tab
+    computes them (its own backend, over its own event multiplexer)."""
+    from tensorboard import context
+    from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
+    from tensorboard.plugins import base_plugin
+    from tensorboard.plugins.hparams import api_pb2, backend_context, list_session_groups
+
+    mux = plugin_event_multiplexer.EventMultiplexer()
+    mux.AddRunsFromDirectory(str(logdir))
+    mux.Reload()
+    ctx = backend_context.Context(
+        base_plugin.TBContext(data_provider=data_provider.MultiplexerDataProvider(mux, str(logdir)), multiplexer=mux, logdir=str(logdir))
+    )
+    rc = context.RequestContext()
+    exp = ctx.experiment_from_metadata(rc, "", True, ctx.hparams_metadata(rc, ""), ctx.hparams_from_data_provider(rc, "", None))
+    cols = [api_pb2.ColParams(hparam=h.name) for h in exp.hparam_infos] + [api_pb2.ColParams(metric=m.name) for m in exp.metric_infos]
+    request = api_pb2.ListSessionGroupsRequest(
+        allowed_statuses=[api_pb2.STATUS_UNKNOWN, api_pb2.STATUS_SUCCESS], start_index=0, slice_size=1000, col_params=cols
+    )
+    groups = list_session_groups.Handler(rc, ctx, "", request).run().session_groups
+    sessions = {g.name: {k: v.WhichOneof("kind") and getattr(v, v.WhichOneof("kind")) for k, v in g.hparams.items()} for g in groups}
+    return [h.name for h in exp.hparam_infos], [m.name.tag for m in exp.metric_infos], sessions

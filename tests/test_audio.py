@@ -36,12 +36,25 @@ def test_read_real_clip(fsdd_dir: Path) -> None:
 
 
 def test_read_stereo_is_averaged(tmp_path: Path) -> None:
+    # Float stereo: the channels averaged in float32 (16-bit PCM is mixed down in integers: below).
     left, right = sine(800, 0.5), sine(800, 0.25, freq=300.0)
     path = tmp_path / "stereo.wav"
     sf.write(path, np.stack([left, right], axis=1), SAMPLE_RATE, subtype="FLOAT")
     x = read_wav(path)
     assert x.dtype == np.float32 and x.shape == (800,)
     np.testing.assert_allclose(x, (left + right) / 2, atol=1e-7)
+
+
+def test_read_16_bit_multichannel_is_mixed_down_in_integers(tmp_path: Path) -> None:
+    # floor(sum / channels) of the int16 samples, then / 32768: what the C host program computes.
+    rng = np.random.default_rng(3)
+    for channels in (2, 3):
+        s = rng.integers(-32768, 32768, (800, channels)).astype(np.int16)
+        path = tmp_path / f"{channels}.wav"
+        sf.write(path, s, SAMPLE_RATE, subtype="PCM_16")
+        x = read_wav(path)
+        assert x.dtype == np.float32 and x.shape == (800,)
+        np.testing.assert_array_equal(x, (s.astype(np.int64).sum(axis=1) // channels).astype(np.float32) / 32768)
 
 
 def test_garbage_bytes(tmp_path: Path) -> None:
@@ -67,6 +80,11 @@ def test_truncated_wav(fsdd_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(DataError, match="truncated") as e:
         read_wav(path)
     assert "cut.wav" in str(e.value)
+    # The same bytes with the sizes a writer streaming to a pipe leaves (unknown: to the end of the
+    # file) are not truncated: the samples there are read, as from the whole file.
+    whole = tmp_path / "piped.wav"
+    whole.write_bytes(data[:4] + b"\xff\xff\xff\xff" + data[8:40] + b"\xff\xff\xff\xff" + data[44:])
+    np.testing.assert_array_equal(read_wav(whole), read_wav(fsdd_dir / CLIP))
 
 
 def test_wrong_sample_rate(tmp_path: Path) -> None:
@@ -122,9 +140,10 @@ def test_list_wavs_dir_without_wavs(tmp_path: Path) -> None:
 
 
 def test_list_wavs_sorted_and_wav_only(tmp_path: Path) -> None:
-    for name in ["3_a_1.wav", "1_b_0.wav", "2_a_7.wav", "readme.txt", "x.WAV.bak"]:
+    # Any letter case of .wav is a recording; files that are not audio are not.
+    for name in ["3_a_1.wav", "1_b_0.wav", "2_a_7.wav", "4_c_0.WAV", "5_c_0.Wav", "readme.txt", "x.WAV.bak", "README.md", "MANIFEST.csv"]:
         (tmp_path / name).write_bytes(b"")
-    assert [f.name for f in list_wavs(tmp_path)] == ["1_b_0.wav", "2_a_7.wav", "3_a_1.wav"]
+    assert [f.name for f in list_wavs(tmp_path)] == ["1_b_0.wav", "2_a_7.wav", "3_a_1.wav", "4_c_0.WAV", "5_c_0.Wav"]
 
 
 # --- trim_silence -----------------------------------------------------------------------

@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from fsdd.audio import parse_name
-from fsdd.augment import AugmentConfig, Variant, time_mask
+from fsdd.augment import Variant, time_mask, variants
 from fsdd.datamodule import Augment, BucketBatchSampler, Clips, FSDDDataModule
-from fsdd.features import FeatureConfig, apply_cmvn, load_features
+from fsdd.features import apply_cmvn, load_features
+from fsdd.schema import AugmentConfig, FeatureConfig
 from search.model import LSTMClassifier
 
 CFG = FeatureConfig()
@@ -250,7 +251,7 @@ def test_cmvn_per_utterance() -> None:
 def test_audio_variants_train_only_and_cached(data, monkeypatch) -> None:
     data_dir, cache, names, feats = data
     aug = AugmentConfig(speeds=(0.9,), tempos=(1.2,), noise_snr_db=20.0)
-    assert len(aug.variants()) == 2 * 2 * 2 - 1
+    assert len(variants(aug)) == 2 * 2 * 2 - 1
     dm = make_dm(data, augment=aug, channel_drop=0.0, frame_drop=0.0)
     n = len(dm.split.train)
     assert dm.n_versions == 8 and len(dm.train_versions) == 8 * n

@@ -23,7 +23,6 @@ from fsdd.audio import list_wavs, read_wav
 from fsdd.splits import make_split
 from search import artifact, verify
 from search.artifact import read
-from search.config import Config, from_dict
 from search.deploy import DeployError, check_device, check_host, deploy, measure, predict_flash
 from search.deploy.__main__ import main
 from search.deploy.calibrate import CORNERS, measure_config, spread
@@ -34,6 +33,7 @@ from search.deploy.measure import measure_folder
 from search.deploy.spec import load
 from search.deploy.synthetic import random_artifact
 from search.deploy.toolchain import DEVICE_PACKAGES, device_tools_missing
+from search.schema import Config, from_dict
 from search.size import size_bytes
 
 # |C logit - numpy logit| <= ATOL + RTOL * |numpy logit|. The C library runs the whole pipeline in
@@ -115,7 +115,7 @@ def deployed(small_data_shared: Path, split_hash: str, tmp_path_factory: pytest.
     def get(mode: str) -> tuple[Path, Path]:
         if mode not in cache:
             cfg = config(mode)
-            p = verify._params(cfg.features)
+            p = cfg.features
             feats = np.concatenate([verify.cmvn(verify.mfcc(read_wav(w), p), p.cmvn) for w in wavs])
             norm = (feats.mean(0).astype(np.float32), np.maximum(feats.std(0), 1e-3).astype(np.float32))
             path = random_artifact(cfg, root / f"{mode}.safetensors", seed=len(cache), norm=norm, split_hash=split_hash)
@@ -193,7 +193,7 @@ def test_mel_triangles_one_weight_per_bin() -> None:
                 fb[f, j] += w
             if j > 0:
                 fb[f, j - 1] += 1 - w
-        ref = verify.mel_filterbank(verify._params(from_dict({"features": feats}).features))
+        ref = verify.mel_filterbank(from_dict({"features": feats}).features)
         assert np.max(np.abs(fb - ref)) < 1e-6
         inner = ref[:, 1:] + ref[:, :-1]  # adjacent filters on the bins between their peaks
         between = (ref[:, 1:] > 0) & (ref[:, :-1] > 0)
@@ -388,22 +388,21 @@ def test_out_not_empty(tmp_path: Path, capsys) -> None:
     rc, lines, _ = run_main(capsys, path, "--out", out, "--clips", "0", "--force")
     assert rc == 0 and not (out / "build").exists() and (out / "kws_model.c").is_file()
     assert json.loads(lines[-1])["size_bytes"] == size_bytes(load(path).cfg)
-    # A file the user changed, or put where deploy's own files go: refused, kept.
+    # A file the user put where deploy's own files go: refused, kept (its own files, even edited, are replaced).
     (out / "mine" / "sub").mkdir(parents=True)  # an empty folder of the user's is kept too
     one_error(*run_main(capsys, path, "--out", out, "--clips", "0", "--force"), "mine", "did not write")
     assert (out / "mine" / "sub").is_dir()
     shutil.rmtree(out / "mine")
-    for where in ("Makefile", "build/notes.txt", "cmsis/mine.c", "build/arm/data/0_a_0.wav"):
+    for where in ("build/notes.txt", "cmsis/mine.c", "build/arm/data/0_a_0.wav"):
         target = out / where
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text("mine")
         one_error(*run_main(capsys, path, "--out", out, "--clips", "0", "--force"), Path(where).parts[0], "did not write")
         assert target.read_text() == "mine"
-        if where != "Makefile":
-            shutil.rmtree(out / Path(where).parts[0])
-        else:
-            assert run_main(capsys, path, "--out", tmp_path / "fresh", "--clips", "0")[0] == 0
-            target.write_text((tmp_path / "fresh" / "Makefile").read_text())
+        shutil.rmtree(out / Path(where).parts[0])
+    (out / "Makefile").write_text("edited")
+    assert run_main(capsys, path, "--out", out, "--clips", "0", "--force")[0] == 0
+    assert (out / "Makefile").read_text() != "edited"
 
 
 def test_force_never_deletes_data(tmp_path: Path, capsys) -> None:

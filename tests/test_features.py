@@ -14,7 +14,8 @@ import torch
 import fsdd.features as features
 from fsdd.audio import list_wavs, read_wav
 from fsdd.errors import DataError
-from fsdd.features import FeatureConfig, clip_features, load_features, prepare_samples
+from fsdd.features import clip_features, load_features, prepare_samples
+from fsdd.schema import FeatureConfig
 
 CFG = FeatureConfig()
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from search.config import QuantConfig, from_dict
+from search.fit import warm_start
 from search.model import LSTMClassifier, PlainClassifier, build_model
 from search.quant import dynamic_int8, fake_quant, int_weights, weight_quantizer
-from search.train import warm_start
+from search.schema import QuantConfig, from_dict
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])

@@ -70,7 +70,7 @@ def tensorboard_runs(run_dir: Path) -> dict[str, dict]:
 
 
 @pytest.mark.slow
-def test_search_end_to_end_with_a_failing_trial(tiny_config, small_data, cache_dir, tmp_path, capsys):
+def test_search_end_to_end_with_a_failing_trial(tiny_config, small_data, cache_dir, tmp_path, capsys, tensorboard_hparams):
     from search.trainable import run_trial
 
     marker = tmp_path / "failed-once"
@@ -121,7 +121,14 @@ def test_search_end_to_end_with_a_failing_trial(tiny_config, small_data, cache_d
     # TensorBoard: one run per trained trial, named for what it is, with its curves and HParams row.
     runs = tensorboard_runs(run_dir)
     trained = {r["dir"] for r in ray_trials(run_dir).values() if not r.get("infeasible")}
-    assert set(runs) == {f"trials/{d}" for d in trained}, (set(runs), trained)
+    assert set(runs) == {".", *(f"trials/{d}" for d in trained)}, (set(runs), trained)
+    assert set(runs.pop(".")["hparams"]) == {"_hparams_/experiment"}  # the run's one experiment description
+    # Read back by TensorBoard's own HParams backend: every searched parameter is a column,
+    # whichever trial it reads first (issue 15), and every trial that finished is a session.
+    columns, metrics, sessions = tensorboard_hparams(run_dir)
+    assert {"quant", "bits", "scale", "per_channel", "warm_start", "sparsity", "prune_start", "prune_span", "prune_end"} <= set(columns)
+    assert {"prune_steps", "lr", "hidden_size", "n_mfcc", "hop_length"} <= set(columns)
+    assert {"val_acc", "size_kib"} <= set(metrics) and {f.parent.name for f in run_dir.glob("trials/*/record.json")} <= set(sessions)
     for name, run in runs.items():
         assert re.fullmatch(r"trials/\d{4}-(fp32|ptq_int8|qat\d-(po2|float)(-pc)?)-h\d+", name), name
         assert "train/train_loss" in run["scalars"] and "train/lr" in run["scalars"], (name, run["scalars"])
@@ -237,7 +244,7 @@ def test_speaker_protocol_end_to_end_with_a_test_speaker(small_data, cache_dir, 
     assert main(argv) == 0
     out = capsys.readouterr().out
     run_dir = tmp_path / "runs" / "sp"
-    assert "speaker protocol" in out and "each speaker held out of training in turn" in out and "test speaker theo" in out
+    assert "held-out-speaker folds" in out and "each speaker held out of training in turn" in out and "test speaker theo" in out
     summary = json.loads((run_dir / "pareto.json").read_text())
     assert summary["protocol"] == "speakers" and summary["test_speaker"] == "theo" and summary["front"]
     folds = ["george", "jackson", "lucas", "nicolas", "yweweler"]
@@ -253,7 +260,7 @@ def test_speaker_protocol_end_to_end_with_a_test_speaker(small_data, cache_dir, 
         from search.artifact import read
 
         meta, _ = read(run_dir / row["artifact"])
-        assert meta["format_version"] == "2" and meta["split"] == "loso:theo"
+        assert meta["format_version"] == "3" and meta["split"] == "loso:theo"
         assert json.loads(meta["estimate"])["new_speaker_acc"] == row["new_speaker_acc"]
     header = (run_dir / "pareto.csv").read_text().splitlines()[0].split(",")
     for col in ("new_speaker_acc", "new_speaker_mean", "new_speaker_worst", "acc_george", "acc_yweweler", "test_acc"):
@@ -261,7 +268,7 @@ def test_speaker_protocol_end_to_end_with_a_test_speaker(small_data, cache_dir, 
     assert (run_dir / "confusion.png").stat().st_size > 0 and (run_dir / "pareto.png").stat().st_size > 0
     # TensorBoard: per-fold curves and the new-speaker figures, one run per trial.
     runs = tensorboard_runs(run_dir)
-    assert runs and all(name.startswith("trials/") for name in runs)
+    assert runs.pop(".") and runs and all(name.startswith("trials/") for name in runs)
     finished = [f.parent.name for f in run_dir.glob("trials/*/record.json")]
     for d in finished:
         tags = runs[f"trials/{d}"]["scalars"]
@@ -277,7 +284,7 @@ def test_speaker_protocol_end_to_end_with_a_test_speaker(small_data, cache_dir, 
     assert export_main([str(run_dir)]) == 0
     capsys.readouterr()
     assert sorted(p.name for p in (run_dir / "artifacts").iterdir()) == before
-    # A refit whose model was cut after it was verified is refit again, never published as it is.
+    # A refit whose model was cut since (a cache that cannot be read) is refit again, never published as it is.
     refit_model = next(run_dir.glob("refit/*/model.safetensors"))
     refit_model.write_bytes(refit_model.read_bytes()[:200])
     assert export_main([str(run_dir)]) == 0
@@ -346,6 +353,21 @@ def test_progress_line_in_a_log_file_when_counts_change_and_every_so_often(capsy
     assert "1 infeasible" in capsys.readouterr().out
 
 
+def settings_json(tmp_path) -> str:
+    from fsdd.schema import dump
+    from search.schema import Budget, Config, RunSettings, Space
+
+    return json.dumps(dump(RunSettings(name="x", budget=Budget(1000), base=Config(), space=Space(), trials=3, time_budget_s=60.0)))
+
+
+def record_json(**changes) -> dict:
+    from fsdd.schema import dump
+    from search.schema import Config, TrialRecord
+
+    r = TrialRecord("t", "0001-fp32-h4", {"quant": "fp32"}, Config(), "fp32", 100, 100, 0.5, 1.0)
+    return dump(r) | changes
+
+
 def test_export_bad_run_folders_one_line(tmp_path, capsys):
     from search.export import main as export_main
 
@@ -359,16 +381,12 @@ def test_export_bad_run_folders_one_line(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1, (name, err)
     # A run whose trials/ is gone (or is a file) keeps its exported front: refused, not emptied.
-    from search.config import Config
-
-    good = {"name": "x", "budget_bytes": 1000, "budget_kb": 1, "base": Config().to_dict(), "space": {}, "trials": 3,
-            "time_budget_s": 60.0, "cpus_per_trial": 1, "data_dir": str(tmp_path), "cache_dir": None}  # fmt: skip
     for kind in ("missing", "file"):
         d = tmp_path / f"no-trials-{kind}"
         (d / "artifacts").mkdir(parents=True)
         (d / "artifacts" / "00-kept.safetensors").write_text("x")
         (d / "pareto.json").write_text('{"front": ["kept"]}')
-        (d / "search.json").write_text(json.dumps(good))
+        (d / "search.json").write_text(settings_json(tmp_path))
         if kind == "file":
             (d / "trials").write_text("")
         assert export_main([str(d)]) == 2, kind
@@ -378,41 +396,48 @@ def test_export_bad_run_folders_one_line(tmp_path, capsys):
         assert not (d / ".artifacts.new").exists()
 
 
-def test_a_refit_is_reused_only_as_it_was_verified(tmp_path):
-    """Export reuses a refit (no retraining) when its record and files are as written, also with
-    no test speaker (test_acc null); an edited figure, model or predictions file means refit again."""
-    from fsdd.files import sha256_file
-    from search.export import REFIT_FILES, _record_digest, _reusable_refit
+def test_a_refit_is_reused_for_its_own_configuration_only(tmp_path, monkeypatch):
+    """Export reuses a refit (no retraining) when refit.json says it is of this configuration, also
+    with no test speaker (test_acc null); another configuration's, or a refit.json cut short by a
+    killed export, is refit again."""
+    from fsdd.schema import load
+    from search.deploy.synthetic import random_artifact
+    from search.protocol import SpeakerFolds
+    from search.schema import Refit, TrialRecord, write_shape
 
-    (tmp_path / "model.safetensors").write_bytes(b"model")
-    (tmp_path / "predictions.json").write_text('{"0_george_0.wav": 0}')
-    record = {"verify": {"agree": 1.0, "test_acc": None}, "test_acc": None, "artifact": "model.safetensors"}
-    record["files"] = {name: sha256_file(tmp_path / name) for name in REFIT_FILES}
-    record["digest"] = _record_digest(record)
-    (tmp_path / "refit.json").write_text(json.dumps(record))
-    assert _reusable_refit(tmp_path) == record
-    assert _reusable_refit(tmp_path, {"train": {"split": "all"}}) is None  # another configuration's refit
-    edited = record | {"verify": {"agree": 0.123, "test_acc": None}}
-    (tmp_path / "refit.json").write_text(json.dumps(edited))
-    assert _reusable_refit(tmp_path) is None
-    (tmp_path / "refit.json").write_text(json.dumps(record))
-    (tmp_path / "model.safetensors").write_bytes(b"mode")
-    assert _reusable_refit(tmp_path) is None
+    record = load(TrialRecord, record_json(config={"train": {"split": "speakers"}}))
+    protocol = SpeakerFolds()
+    refit = Refit(protocol.refit_config(record.config), None, 0.9, 1.0, "train")
+    random_artifact(refit.config, tmp_path / "model.safetensors")
+    write_shape(tmp_path / "refit.json", refit)
+
+    def no_training(*args, **kwargs):
+        raise RuntimeError("trained again")
+
+    monkeypatch.setattr("search.protocol.make_datamodule", no_training)
+    assert protocol.deployable(record, tmp_path, tmp_path, None, None) == (tmp_path, refit)
+    other = load(TrialRecord, record_json(config={"train": {"split": "speakers", "seed": 1}}))
+    with pytest.raises(RuntimeError, match="trained again"):
+        protocol.deployable(other, tmp_path, tmp_path, None, None)
+    (tmp_path / "refit.json").write_text((tmp_path / "refit.json").read_text()[:40])
+    with pytest.raises(RuntimeError, match="trained again"):
+        protocol.deployable(record, tmp_path, tmp_path, None, None)
+    write_shape(tmp_path / "refit.json", refit)
+    (tmp_path / "model.safetensors").write_bytes(b"cut")  # its model unreadable
+    with pytest.raises(RuntimeError, match="trained again"):
+        protocol.deployable(record, tmp_path, tmp_path, None, None)
 
 
 def test_an_export_never_empties_a_front_it_cannot_rebuild(tmp_path, capsys):
     """Every record gone or unreadable (trials/ emptied): the old front stays, one line."""
-    from search.config import Config
     from search.export import main as export_main
 
-    good = {"name": "x", "budget_bytes": 1000, "budget_kb": 1, "base": Config().to_dict(), "space": {}, "trials": 3,
-            "time_budget_s": 60.0, "cpus_per_trial": 1, "data_dir": str(tmp_path), "cache_dir": None}  # fmt: skip
     (tmp_path / "trials" / "0001-fp32-h4").mkdir(parents=True)
     (tmp_path / "trials" / "0001-fp32-h4" / "record.json").write_text('{"val_acc": 0.5, "size_b')
     (tmp_path / "artifacts").mkdir()
     (tmp_path / "artifacts" / "00-kept.safetensors").write_text("x")
     (tmp_path / "pareto.json").write_text('{"front": [{"rank": 0}]}')
-    (tmp_path / "search.json").write_text(json.dumps(good))
+    (tmp_path / "search.json").write_text(settings_json(tmp_path))
     assert export_main([str(tmp_path)]) == 2
     err = capsys.readouterr().err.splitlines()
     assert err[-1].startswith("error: ") and "kept as it was" in err[-1]
@@ -420,46 +445,32 @@ def test_an_export_never_empties_a_front_it_cannot_rebuild(tmp_path, capsys):
 
 
 def test_an_unreadable_trial_record_is_left_out_with_a_warning(tmp_path, capsys):
-    from search.config import Config
-    from search.export import finished_records
+    from search.runfolder import records
 
     good, cut = tmp_path / "trials" / "0001-fp32-h4", tmp_path / "trials" / "0002-fp32-h8"
     for d in (good, cut):
         d.mkdir(parents=True)
-        (d / "config.json").write_text(json.dumps(Config().to_dict()))
-    fine = {"val_acc": 0.5, "size_bytes": 100, "quant": "fp32", "hidden_size": 4, "seed": 0, "size_bytes_study": 400,
-            "split": "random", "split_hash": "0123456789ab", "sparsity": 0.0}  # fmt: skip
-    (good / "record.json").write_text(json.dumps(fine))
+    (good / "record.json").write_text(json.dumps(record_json()))
     (cut / "record.json").write_text('{"val_acc": 0.5, "size_b')  # a process killed mid-write (before writes were atomic)
-    # Records edited or damaged into the wrong types: each left out, not a traceback later.
+    # Records edited or damaged into the wrong types or values: each left out, not a traceback later.
     fold = {"speaker": "george", "n": 10, "correct": 5, "loss_sum": 1.0, "confusion": [[1] * 10] + [[0] * 10] * 9}
-    speaker = fine | {"protocol": "speakers", "folds": [fold], "new_speaker_acc": 0.5, "new_speaker_mean": 0.5, "new_speaker_worst": 0.5,
-                      "worst_speaker": "george", "val_loss": 1.0, "acc_george": 0.5}  # fmt: skip
     lies = [
-        fine | {"cost_bytes": "672"},
-        fine | {"val_loss": "2.3"},
-        fine | {"val_acc": float("inf")},
-        speaker | {"new_speaker_mean": "0.1"},
-        speaker | {"folds": [fold | {"confusion": "x"}]},
-        speaker | {"folds": [fold | {"n": 11}]},
-        speaker | {"acc_george": "x"},
-        fine | {"quant": "a/b"},
-        fine | {"size_bytes": 10**400},
-        fine | {"sparsity": "abc"},
-        {k: v for k, v in fine.items() if k != "seed"},
-        fine | {"split_hash": {"a": 1}},
+        record_json(cost_bytes="672"),
+        record_json(val_loss="2.3"),
+        record_json(val_acc=float("inf")),
+        record_json(folds=[fold | {"confusion": "x"}]),
+        record_json(folds=[fold | {"n": 0}]),
+        record_json(size_bytes=10**400),
+        record_json(sparsity="abc"),
+        record_json(split_hash={"a": 1}),
+        record_json(config={"model": {"hidden_size": -1}}),
+        {k: v for k, v in record_json().items() if k != "quant"},
     ]
-    (good / "record.json").write_text(json.dumps(speaker))
-    assert len(finished_records(tmp_path)) == 1
-    capsys.readouterr()
     for k, lie in enumerate(lies):
         d = tmp_path / "trials" / f"{k + 3:04d}-fp32-h4"
         d.mkdir()
-        (d / "config.json").write_text(json.dumps(Config().to_dict()))
         (d / "record.json").write_text(json.dumps(lie))
-    (good / "record.json").write_text(json.dumps(fine))
-    records = finished_records(tmp_path)
-    assert [r["trial_dir"] for r in records] == [str(good)]
+    assert [r.trial_name for r in records(tmp_path)] == ["0001-fp32-h4"]
     err = capsys.readouterr().err
     assert err.count("\n") == 1 + len(lies) and "0002-fp32-h8" in err and "left out" in err
 

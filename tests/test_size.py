@@ -8,10 +8,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from search import artifact
-from search.config import from_dict
+from search.fit import model_weights
 from search.model import build_model
 from search.prune import pruned_tensors, pruning_callback
-from search.quant import dynamic_int8
+from search.schema import from_dict
 from search.size import KIB, kept_after, size_bytes, size_bytes_study, sparse_encoding, sparsity
 
 STUDY_SCHEDULE = [[10, 0.5], [20, 0.25], {"from": 30, "to": 50, "rate": 0.01}]
@@ -26,18 +26,11 @@ def export_random(cfg, tmp_path) -> tuple[int, dict, dict]:
         for epoch, _ in cfg.prune.schedule:
             cb._run_pruning(epoch)
         cb.make_pruning_permanent(net)
-    ptq = None
-    if cfg.quant.mode == "ptq_int8":
-        from search.model import PlainClassifier
-
-        ptq = PlainClassifier(cfg.features.n_mfcc, cfg.model.hidden_size)
-        ptq.load_state_dict(net.state_dict())
-        ptq = dynamic_int8(ptq)
-    floats, biases, codes = artifact.from_model(cfg, net, ptq)
+    floats, biases, codes = model_weights(cfg, net)
     i = cfg.features.n_mfcc
     tensors = artifact.build_payload(cfg, floats, biases, (np.zeros(i), np.ones(i)), codes)
     path = tmp_path / "m.safetensors"
-    written = artifact.write(path, tensors, artifact.metadata(cfg, "abc", 0))
+    written = artifact.write(path, tensors, artifact.metadata(cfg, "abc", 0, [{"name": "fsdd", "clips": 1}]))
     meta, t = artifact.read(path)
     return written, artifact.dense_weights(meta, t), {"net": net, "floats": floats, "codes": codes}
 

@@ -8,15 +8,14 @@ from pathlib import Path
 import optuna
 import pytest
 
-from search.config import ConfigError, from_dict, validate
+from fsdd.errors import ConfigError
+from search.schema import SearchConfig, Space, from_dict, load_search_config
 from search.selection import pareto_front
 from search.size import size_bytes
 from search.space import (
-    SearchConfig,
-    Space,
     check_against_base,
     define,
-    load_search_config,
+    over,
     prune_schedule,
     smallest_size,
     start_points,
@@ -42,7 +41,7 @@ def test_every_feasible_proposal_fits_and_is_a_valid_config(budget_kib):
     feasible = 0
     for trial, p in proposals(sc, budget):
         cfg = to_config(sc.base, p)
-        validate(cfg)
+        assert from_dict(cfg.to_dict()) == cfg
         assert size_bytes(cfg) == p["size_bytes"]
         if p["feasible"]:
             feasible += 1
@@ -122,20 +121,21 @@ def test_unknown_space_field(tmp_path):
 
 
 def test_pareto_front():
-    recs = [{"size_bytes": s, "val_acc": a} for s, a in [(100, 0.5), (200, 0.4), (300, 0.7), (300, 0.6), (50, 0.5), (400, 0.7)]]
+    pairs = [(100, 0.5), (200, 0.4), (300, 0.7), (300, 0.6), (50, 0.5), (400, 0.7)]
+    recs = [{"cost_bytes": s, "val_acc": a, "val_loss": 0.1} for s, a in pairs]
     front = pareto_front(recs)
-    assert [(r["size_bytes"], r["val_acc"]) for r in front] == [(50, 0.5), (300, 0.7)]
+    assert [(r["cost_bytes"], r["val_acc"]) for r in front] == [(50, 0.5), (300, 0.7)]
 
 
 def test_pareto_front_breaks_accuracy_ties_by_validation_loss():
     recs = [
-        {"size_bytes": 100, "val_acc": 0.99, "val_loss": 0.08},
-        {"size_bytes": 200, "val_acc": 0.99, "val_loss": 0.03},  # same accuracy, more confident: kept
-        {"size_bytes": 300, "val_acc": 0.99, "val_loss": 0.05},  # dominated by the 200 B one
-        {"size_bytes": 150, "val_acc": 0.98, "val_loss": 0.01},  # lower accuracy: loss does not help
+        {"cost_bytes": 100, "val_acc": 0.99, "val_loss": 0.08},
+        {"cost_bytes": 200, "val_acc": 0.99, "val_loss": 0.03},  # same accuracy, more confident: kept
+        {"cost_bytes": 300, "val_acc": 0.99, "val_loss": 0.05},  # dominated by the 200 B one
+        {"cost_bytes": 150, "val_acc": 0.98, "val_loss": 0.01},  # lower accuracy: loss does not help
     ]
     front = pareto_front(recs)
-    assert [r["size_bytes"] for r in front] == [100, 200]
+    assert [r["cost_bytes"] for r in front] == [100, 200]
 
 
 def test_early_stopped_and_failed_trials_do_not_reach_optuna_as_complete():
@@ -171,7 +171,7 @@ def test_dominated_trials_stop_at_rungs_only():
 
 def test_a_flash_and_ram_budget_holds_for_every_proposal() -> None:
     from search.deploy import predict_flash
-    from search.space import Budget, load_search_config
+    from search.schema import Budget, load_search_config
 
     sc = load_search_config(Path(__file__).parents[1] / "configs" / "search.yaml")
     budget = Budget(8 * 1024, "flash", 2 * 1024)
@@ -187,6 +187,6 @@ def test_a_flash_and_ram_budget_holds_for_every_proposal() -> None:
             feasible += 1
             assert report.flash_bytes <= 8 * 1024 and report.ram_bytes <= 2 * 1024, trial.params
         else:
-            assert trial.user_attrs == {} and budget.over(cfg) > 0
+            assert trial.user_attrs == {} and over(budget, cfg) > 0
         study.tell(trial, [0.5, derived["cost_bytes"]])
     assert feasible >= 5

@@ -1,4 +1,4 @@
-"""search.speakers: the per-speaker table and its pooled figure; the six-speaker table of one
+"""search.protocol: the per-speaker table and its pooled figure; the six-speaker table of one
 configuration from the CLI (search.train --split speakers)."""
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from search.speakers import FoldResult, SpeakerTable
+from fsdd.schema import dump, load
+from search.protocol import SpeakerTable, fold_result
+from search.schema import FoldResult
 from search.train import main as train_main
 
 
@@ -38,10 +40,10 @@ def test_fold_result_from_logits_counts_a_confusion_matrix() -> None:
     z = torch.tensor([[5.0, 0, 0], [0, 5.0, 0], [5.0, 0, 0], [0, 0, 5.0]])
     z = torch.cat([z, torch.zeros(4, 7)], 1)
     y = torch.tensor([0, 1, 1, 2])
-    f = FoldResult.from_logits("x", z, y)
+    f = fold_result("x", z, y)
     assert (f.n, f.correct) == (4, 3) and f.acc == 0.75
     assert f.confusion[1][0] == 1 and f.confusion[1][1] == 1 and sum(map(sum, f.confusion)) == 4
-    assert FoldResult.from_dict(json.loads(json.dumps(f.to_dict()))) == f
+    assert load(FoldResult, json.loads(json.dumps(dump(f)))) == f
 
 
 @pytest.mark.slow

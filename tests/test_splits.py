@@ -152,9 +152,9 @@ def test_speaker_protocol_bad_input_is_one_clear_line(names: list[str]) -> None:
     with pytest.raises(DataError, match="test speaker 'theo'"):
         make_split(names, "loso:theo", test_speaker="theo")
     one = [n for n in names if parse_name(n)[1] == "theo"]
-    with pytest.raises(DataError, match="at least two speakers.*theo"):
+    with pytest.raises(DataError, match="at least two real speakers.*theo"):
         fold_kinds(one)
     two = [n for n in names if parse_name(n)[1] in ("theo", "lucas")]
-    with pytest.raises(DataError, match="at least two speakers"):
+    with pytest.raises(DataError, match="at least two real speakers"):
         fold_kinds(two, test_speaker="lucas")
     assert fold_kinds(two) == ["loso:lucas", "loso:theo"]

@@ -36,7 +36,7 @@ def test_short_training_run_prints_json_and_exports(small_data, cache_dir, tmp_p
     )
     assert code == 0
     result = json.loads(out.strip().splitlines()[-1])
-    for key in ("val_acc", "test_acc", "params", "hidden_size", "split", "split_hash", "seed", "epochs"):
+    for key in ("val_acc", "test_acc", "n_params", "hidden_size", "split", "split_hash", "seed", "epochs"):
         assert key in result
     assert result["hidden_size"] == 32 and result["epochs"] == 30 and result["seed"] == 0
     assert 0 <= result["test_acc"] <= 1 and result["val_acc"] > 0.3  # chance is 0.1
@@ -56,12 +56,12 @@ def test_short_training_run_prints_json_and_exports(small_data, cache_dir, tmp_p
 
 
 def test_same_seed_same_result(small_data, cache_dir, tmp_path):
-    from search.config import from_dict
-    from search.train import run
+    from search.protocol import run_one
+    from search.schema import from_dict
 
     cfg = from_dict({"model": {"hidden_size": 8}, "train": {"epochs": 2}})
-    a = run(cfg, small_data, tmp_path / "a", cache_dir)
-    b = run(cfg, small_data, tmp_path / "b", cache_dir)
+    a, _ = run_one(cfg, small_data, tmp_path / "a", cache_dir)
+    b, _ = run_one(cfg, small_data, tmp_path / "b", cache_dir)
     assert a["test_acc"] == b["test_acc"] and a["val_acc"] == b["val_acc"]
 
 
@@ -75,8 +75,8 @@ def test_same_seed_same_result(small_data, cache_dir, tmp_path):
     ],
 )
 def test_bad_input_one_line(small_data, cache_dir, capsys, args, message):
-    base = ["--data-dir", str(small_data), "--cache-dir", str(cache_dir), "--epochs", "1"]
-    code, out, err = run_main(capsys, *base, *args)
+    data = [] if "--data-dir" in args else ["--data-dir", str(small_data)]
+    code, out, err = run_main(capsys, *data, "--cache-dir", str(cache_dir), "--epochs", "1", *args)
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("error: ") and message in err
 
@@ -117,8 +117,8 @@ def test_cli_error_has_no_traceback(tmp_path):
 def test_concurrent_children_train_their_float_parent_once(small_data, cache_dir, monkeypatch):
     import threading
 
-    import search.train as train_mod
-    from search.config import from_dict
+    import search.fit as train_mod
+    from search.schema import from_dict
 
     cfg = from_dict({"model": {"hidden_size": 4}, "train": {"epochs": 2}, "quant": {"mode": "qat", "bits": 4}})
     dm = train_mod.make_datamodule(cfg, small_data, cache_dir)
@@ -147,21 +147,22 @@ def test_concurrent_children_train_their_float_parent_once(small_data, cache_dir
 
 
 def test_diverging_training_raises(small_data, cache_dir):
-    from search.config import from_dict
-    from search.train import fit, make_datamodule
+    from fsdd.errors import Error
+    from search.fit import fit, make_datamodule
+    from search.schema import from_dict
 
     cfg = from_dict({"model": {"hidden_size": 4}, "train": {"epochs": 2}})
     dm = make_datamodule(cfg, small_data, cache_dir)
     dm.train_versions.padded.fill_(float("nan"))  # the config refuses a learning rate that would diverge
-    with pytest.raises(FloatingPointError, match="diverged"):
+    with pytest.raises(Error, match="diverged.*try a lower train.lr"):
         fit(cfg, dm)
 
 
 def test_best_epoch_is_best_accuracy_then_lowest_loss():
     from types import SimpleNamespace
 
+    from search.fit import BestState
     from search.model import LSTMClassifier
-    from search.train import BestState
 
     best = BestState(first_epoch=1)
     module = SimpleNamespace(net=LSTMClassifier(4, 3))
@@ -177,7 +178,7 @@ def test_best_epoch_is_best_accuracy_then_lowest_loss():
 
 
 def no_training(monkeypatch) -> None:
-    import search.train as train_mod
+    import search.fit as train_mod
 
     def boom(*args, **kwargs):
         raise AssertionError("training started on bad input")
@@ -214,7 +215,8 @@ def _label_ten(data: Path) -> str:
 def test_unusable_clip_is_named_in_one_line_before_training(small_data, cache_dir, tmp_path, capsys, monkeypatch, make_bad, cached):
     base = ["--config", tiny_config(tmp_path), "--data-dir", str(small_data), "--cache-dir", str(cache_dir), "--out", str(tmp_path / "o")]
     if cached:  # features of the good clips already cached: the bad one must still be named
-        from fsdd.features import FeatureConfig, load_features
+        from fsdd.features import load_features
+        from fsdd.schema import FeatureConfig
 
         load_features(small_data, FeatureConfig(), cache_dir)
     words = make_bad(small_data)
@@ -234,7 +236,7 @@ def test_unusable_clip_is_named_in_one_line_before_training(small_data, cache_di
     ids=["win_length", "f_min-f_max", "prune-at-last-epoch"],
 )
 def test_impossible_config_is_one_line_before_any_work(small_data, cache_dir, tmp_path, capsys, monkeypatch, text, words):
-    import search.train as train_mod
+    import search.fit as train_mod
 
     def no_data(*args, **kwargs):
         raise AssertionError("data read for an impossible config")
@@ -270,8 +272,8 @@ def test_truncated_float_parent_is_retrained_with_one_warning(small_data, cache_
 def test_float_parent_that_fails_its_check_is_retrained(small_data, cache_dir, monkeypatch, capsys):
     from safetensors.torch import load_file, save_file
 
-    import search.train as train_mod
-    from search.config import from_dict
+    import search.fit as train_mod
+    from search.schema import from_dict
 
     cfg = from_dict({"model": {"hidden_size": 4}, "train": {"epochs": 2}, "quant": {"mode": "qat", "bits": 4}})
     dm = train_mod.make_datamodule(cfg, small_data, cache_dir)

@@ -15,11 +15,12 @@ import pytest
 import torch
 
 from fsdd.audio import read_wav
-from fsdd.features import FeatureConfig, clip_features, mfcc_transform
+from fsdd.features import clip_features, mfcc_transform
+from fsdd.schema import FeatureConfig
 from search import artifact, verify
-from search.config import from_dict
 from search.model import LSTMClassifier
-from search.size import N_CLASSES, layout, size_bytes
+from search.schema import N_CLASSES, from_dict
+from search.size import layout, size_bytes
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FSDD_DIR = os.environ.get("FSDD_DIR")
@@ -58,7 +59,7 @@ def test_mfcc_matches_torchaudio(cfg: FeatureConfig) -> None:
     for f in picks:
         x = read_wav(f)
         want = clip_features(x, cfg, transform).numpy()
-        got = verify.mfcc(x, cfg.to_dict())
+        got = verify.mfcc(x, cfg)
         assert got.shape == want.shape and got.dtype == np.float32, f.name
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-3 * np.abs(want).max(), err_msg=f.name)
 
@@ -124,9 +125,10 @@ def small_fsdd(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def trained(small_fsdd: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
-    from search import train
+    from search.fit import quiet
+    from search.protocol import run_one
 
-    train.quiet()
+    quiet()
     cache = tmp_path_factory.mktemp("cache")
     results = {}
     for mode, extra in MODES.items():
@@ -134,7 +136,7 @@ def trained(small_fsdd: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
         train_cfg = {"epochs": 2, "batch_size": 4, "lr": 0.02} | extra.get("train", {})
         cfg = from_dict({"model": {"hidden_size": 8}, **extra, "train": train_cfg})
         out = tmp_path_factory.mktemp(mode)
-        results[mode] = train.run(cfg, small_fsdd, out, cache_dir=cache) | {"cfg": cfg}
+        results[mode] = run_one(cfg, small_fsdd, out, cache_dir=cache)[0] | {"cfg": cfg}
     return results
 
 
@@ -232,7 +234,7 @@ def synthetic_artifact(path: Path, **meta_changes: str) -> Path:
     biases = {"lstm.bias": np.zeros(16, np.float32), "fc.bias": np.zeros(10, np.float32)}
     norm = (np.zeros(13, np.float32), np.ones(13, np.float32))
     tensors = artifact.build_payload(cfg, floats, biases, norm, codes)
-    meta = artifact.metadata(cfg, "0123456789ab", 0) | meta_changes
+    meta = artifact.metadata(cfg, "0123456789ab", 0, [{"name": "fsdd", "clips": 3000}]) | meta_changes
     artifact.write(path, tensors, meta)
     return path
 
@@ -240,7 +242,7 @@ def synthetic_artifact(path: Path, **meta_changes: str) -> Path:
 def test_synthetic_artifact_decodes(tmp_path: Path) -> None:
     path = synthetic_artifact(tmp_path / "ok.safetensors")
     meta, t = artifact.read(path)
-    verify.check_artifact(meta, t, path)
+    artifact.validate(meta, t, path)
     w = artifact.dense_weights(meta, t)
     assert w["lstm.weight_ih"].shape == (16, 13) and set(np.unique(w["fc.weight"] / 0.125)) <= set(range(-7, 8))
 

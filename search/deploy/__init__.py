@@ -8,9 +8,9 @@ Public API:
 Errors are `DeployError` with a one-line message. See docs/deploy.md.
 """
 
+from fsdd.errors import DeployError
 from search.deploy.build import Deployment, deploy
 from search.deploy.check import DeviceAgreement, HostAgreement, check_device, check_host
-from search.deploy.errors import DeployError
 from search.deploy.measure import FlashReport, measure
 from search.deploy.predict import predict_flash
 

@@ -14,11 +14,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from fsdd.errors import DataError
+from fsdd.corpora import parse_data_dir
+from fsdd.errors import ArgumentParser, DeployError, run_cli
 from search.deploy.build import deploy
 from search.deploy.check import check_device, check_host, torch_predictions
 from search.deploy.clips import split_clips
-from search.deploy.errors import DeployError
 from search.deploy.measure import measure_folder
 from search.deploy.toolchain import ARM_CC, QEMU, require
 
@@ -46,11 +46,21 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m search.deploy", description=__doc__.splitlines()[0])
+    return run_cli(_main, argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    p = ArgumentParser(prog="python -m search.deploy", description=__doc__.splitlines()[0])
     p.add_argument("artifact", type=Path, help="an fsdd-lstm .safetensors artifact")
     p.add_argument("--out", type=Path, required=True, help="folder for the library (must not exist, or be empty)")
     p.add_argument("--force", action="store_true", help="replace the contents of a non-empty --out")
-    p.add_argument("--data-dir", help="FSDD recordings folder (default: $FSDD_DIR, else the download cache)")
+    p.add_argument(
+        "--data-dir",
+        action="append",
+        type=parse_data_dir,
+        metavar="[NAME=]PATH",
+        help="recordings folder (default: $FSDD_DIR, else the download cache); once per corpus of a several-corpora artifact",
+    )
     p.add_argument("--clips", type=int, default=10, help="test clips compiled into the device program (default 10)")
     p.add_argument(
         "--transform", choices=("auto", "fft", "dft"), default="auto",
@@ -61,12 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--count", action="store_true", help="with --device: count instructions per clip (QEMU -icount)")
     p.add_argument("--measure", action="store_true", help="flash and RAM of the library on a Cortex-M4")
     args = p.parse_args(argv)
-    try:
-        result = run(args)
-    except (DeployError, DataError) as e:
-        print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
-        return 2
-    print(json.dumps(result))
+    print(json.dumps(run(args)))
     return 0
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fsdd.audio import parse_name
-from fsdd.errors import DataError
+from fsdd.corpora import as_corpora
+from fsdd.errors import DataError, DeployError
 from search.deploy.clips import pcm16, split_clips
-from search.deploy.errors import DeployError
 from search.deploy.library import prepare_out, refuse_overlap, render_library, write_library
 from search.deploy.spec import ModelSpec, from_config, read_artifact
 
@@ -40,7 +41,7 @@ def deploy(
     artifact: str | Path,
     out: str | Path,
     force: bool = False,
-    data_dir: str | Path | None = None,
+    data_dir: Any = None,
     device_clips: int = 10,
     transform: str = "auto",
 ) -> Deployment:
@@ -52,7 +53,8 @@ def deploy(
     Everything is checked, and every file rendered, before `out` is touched: a bad artifact, or an
     `out` that holds the artifact or the data, leaves it as it was."""
     artifact, out = Path(artifact), Path(out)
-    inputs = [("the artifact", artifact)] + ([("the data folder", Path(data_dir))] if data_dir is not None else [])
+    folders = [Path(c.path) for c in as_corpora(data_dir)] if data_dir is not None else []
+    inputs = [("the artifact", artifact)] + [("the data folder", f) for f in folders]
     refuse_overlap(out, inputs)
     meta, tensors, cfg = read_artifact(artifact)
     spec = from_config(cfg, tensors, where=str(artifact), transform=transform)

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from search.config import Config, from_dict
 from search.deploy.library import write_library
 from search.deploy.measure import FlashReport, measure_folder
 from search.deploy.predict import features, linear, stack_bytes
 from search.deploy.spec import load
 from search.deploy.stack import frames
 from search.deploy.synthetic import random_artifact
+from search.schema import Config, from_dict
 
 CODE_KEYS = (
     "base",

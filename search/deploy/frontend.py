@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from search.deploy.errors import DeployError
+from fsdd.errors import DeployError
+from fsdd.schema import FeatureConfig
 from search.deploy.vendor import CFFT_LENGTHS
-from search.verify import _hz_to_mel, _mel_to_hz, _params
+from search.verify import feature_config, hz_to_mel, mel_to_hz
 
 N_FFT_SUPPORTED = tuple(2 * n for n in CFFT_LENGTHS)
 # ARMBITREVINDEXTABLE_<L>_TABLE_LENGTH of CMSIS-DSP's arm_common_tables.h (uint16 entries).
@@ -39,20 +40,29 @@ def auto_transform(n_fft: int) -> str:
 
 @dataclass(frozen=True)
 class FrontEnd:
-    """Feature settings of one model, resolved (docs/artifact.md section 4)."""
+    """The C library's front end: the model's feature parameters (the one FeatureConfig, docs/artifact.md
+    section 4) and how the spectrum is computed, with the values kws_model.h needs derived from them."""
 
-    sample_rate: int
-    n_fft: int
-    win_length: int
-    hop_length: int
-    n_mels: int
-    n_mfcc: int
-    f_min: float
-    f_max: float
-    trim_ratio: float | None  # frame energy ratio 10^(-trim_db/10); None: no trimming
-    top_db: float | None
-    cmvn: str  # none | mean | meanvar
+    features: FeatureConfig
     transform: str = "fft"  # fft: CMSIS-DSP's complex FFT and the real split; dft: the direct DFT of kws.c
+
+    def __getattr__(self, name: str) -> Any:  # n_fft, hop_length, n_mels, n_mfcc, top_db, cmvn, ...: the features'
+        if name == "features":  # not set yet (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.features, name)
+
+    @property
+    def win_length(self) -> int:
+        return self.features.win
+
+    @property
+    def f_max(self) -> float:
+        return self.features.fmax
+
+    @property
+    def trim_ratio(self) -> float | None:
+        """Frame energy ratio 10^(-trim_db/10) below the loudest frame; None: no trimming."""
+        return None if self.features.trim_db is None else 10.0 ** (-self.features.trim_db / 10.0)
 
     @property
     def win_left(self) -> int:
@@ -71,7 +81,7 @@ class FrontEnd:
         n, q = self.n_fft, self.n_fft // 4
         cos = np.cos(2 * math.pi * np.arange(q + 1) / n)
         cos[q] = 0.0  # cos(pi/2), exactly: the split uses it as sin(0)
-        pts = _mel_to_hz(np.linspace(_hz_to_mel(self.f_min), _hz_to_mel(self.f_max), self.n_mels + 2))
+        pts = mel_to_hz(np.linspace(hz_to_mel(self.f_min), hz_to_mel(self.f_max), self.n_mels + 2))
         dct = np.cos(math.pi * np.arange(self.n_mels + 1) / (2 * self.n_mels))
         dct[self.n_mels] = 0.0
         out = {"kws_t_cos": cos, "kws_t_mel_pts": pts, "kws_t_dct_cos": dct}
@@ -92,30 +102,17 @@ class FrontEnd:
         return sum(t.nbytes for t in self.tables().values()) + sum(self.cmsis_tables().values()) + CFFT_INSTANCE_BYTES
 
 
-def front_end(features: Mapping[str, Any] | Any, where: str = "artifact", transform: str = "auto") -> FrontEnd:
-    """FrontEnd of an artifact's `features` dict or a FeatureConfig; DeployError if the C library
+def front_end(features: Mapping[str, Any] | FeatureConfig, where: str = "artifact", transform: str = "auto") -> FrontEnd:
+    """FrontEnd of an artifact's `features` object or a FeatureConfig; DeployError if the C library
     cannot compute it (an n_fft that CMSIS-DSP's FFT does not take). `transform`: fft, dft, or
     auto (auto_transform: the DFT for a small n_fft)."""
     if transform not in (*TRANSFORMS, "auto"):
         raise DeployError(f"transform {transform!r}: expected auto, fft or dft")
-    p = _params(features)
+    p = feature_config(features)
     if p.n_fft not in N_FFT_SUPPORTED:
         kind = "a power of two" if p.n_fft & (p.n_fft - 1) == 0 else "not a power of two"
         raise DeployError(
             f"{where}: features.n_fft is {p.n_fft} ({kind}); CMSIS-DSP's FFT needs a power of two in "
             f"{N_FFT_SUPPORTED[0]}..{N_FFT_SUPPORTED[-1]}: retrain with features.n_fft: 256 or 512"
         )
-    return FrontEnd(
-        sample_rate=p.sample_rate,
-        n_fft=p.n_fft,
-        win_length=p.win_length,
-        hop_length=p.hop_length,
-        n_mels=p.n_mels,
-        n_mfcc=p.n_mfcc,
-        f_min=p.f_min,
-        f_max=p.f_max,
-        trim_ratio=None if p.trim_db is None else 10.0 ** (-p.trim_db / 10.0),
-        top_db=p.top_db,
-        cmvn=p.cmvn,
-        transform=auto_transform(p.n_fft) if transform == "auto" else transform,
-    )
+    return FrontEnd(p, auto_transform(p.n_fft) if transform == "auto" else transform)

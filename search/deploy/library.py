@@ -10,9 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fsdd.files import sha256_file
+from fsdd.errors import DeployError
 from search.deploy.emit import clips_files, model_header, model_source
-from search.deploy.errors import DeployError
 from search.deploy.spec import ModelSpec
 
 HERE = Path(__file__).resolve().parent
@@ -33,7 +32,7 @@ def refuse_overlap(out: Path, inputs: Sequence[tuple[str, Path]]) -> None:
 
 
 GENERATED_FILES = ("kws_model.h", "kws_model.c", "kws_clips.h", "kws_clips.c")
-MANIFEST = ".kws-deploy.json"  # every file a deploy wrote, with its SHA-256: what --force may replace
+MANIFEST = ".kws-deploy.json"  # every file a deploy wrote: what --force may replace
 BUILD_OUTPUTS = frozenset({"kws_host", "kws_device.elf", "kws_measure.elf", "kws_measure.map"})  # the Makefile's, in build/
 BUILD_OBJECT_DIRS = frozenset({"arm", "harness", "bare"})  # build/<dir>/*.o, *.ci, *.su
 
@@ -46,14 +45,12 @@ def _is_build_output(rel: Path) -> bool:
 
 
 def _foreign(out: Path) -> list[str]:
-    """Files and links under `out` that neither a deploy wrote (unchanged since: the manifest's
-    SHA-256) nor its Makefile builds; everything, if there is no readable manifest."""
+    """Files, links and folders under `out` that neither a deploy wrote (its manifest lists them)
+    nor its Makefile builds; everything, if there is no readable manifest."""
     try:
-        written = json.loads((out / MANIFEST).read_text())["files"]
-        if not isinstance(written, dict):
-            raise TypeError
-    except (OSError, ValueError, TypeError, KeyError, RecursionError):
-        written = {}
+        written = set(json.loads((out / MANIFEST).read_text())["files"])
+    except (OSError, ValueError, TypeError, KeyError):
+        written = set()
     dirs = {"build"} | {f"build/{d}" for d in BUILD_OBJECT_DIRS}
     dirs |= {p.as_posix() for name in written for p in Path(name).parents if p != Path(".")}
     foreign = []
@@ -65,15 +62,15 @@ def _foreign(out: Path) -> list[str]:
             continue
         if rel.as_posix() == MANIFEST or (path.is_file() and not path.is_symlink() and _is_build_output(rel)):
             continue
-        if path.is_symlink() or not path.is_file() or written.get(rel.as_posix()) != sha256_file(path):
+        if path.is_symlink() or not path.is_file() or rel.as_posix() not in written:
             foreign.append(rel.as_posix())
     return foreign
 
 
 def prepare_out(out: Path, force: bool) -> None:
     """Create `out`, refusing one that exists and is not empty unless `force`. Then its contents
-    are replaced, but only if every file in it is one a deploy wrote and nobody changed since
-    (the manifest), or one its Makefile builds: --force never deletes what the user put there."""
+    are replaced, but only if every file in it is one a deploy wrote (the manifest) or one its
+    Makefile builds: --force never deletes what the user put there."""
     if out.exists() and not out.is_dir():
         raise DeployError(f"--out {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):
@@ -126,5 +123,5 @@ def write_library(
         shutil.copytree(CMSIS, out / "cmsis", dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
     for name, text in files.items():
         (out / name).write_text(text)
-    written = {p.relative_to(out).as_posix(): sha256_file(p) for p in sorted(out.rglob("*")) if p.is_file() and p.name != MANIFEST}
-    (out / MANIFEST).write_text(json.dumps({"files": written}, indent=1, sort_keys=True))
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.name != MANIFEST)
+    (out / MANIFEST).write_text(json.dumps({"files": written}, indent=1))

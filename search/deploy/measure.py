@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from search.deploy.errors import DeployError
+from fsdd.errors import DeployError
 from search.deploy.library import write_library
 from search.deploy.mapfile import FLASH_OUTPUTS, RAM_OUTPUTS, InputSection, parse_map
 from search.deploy.spec import ModelSpec, load

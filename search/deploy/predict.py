@@ -11,9 +11,9 @@ search.deploy.calibrate` re-measures them and prints these constants. Pure arith
 
 from __future__ import annotations
 
-from search.config import Config
 from search.deploy.measure import FlashReport, report
 from search.deploy.spec import ModelSpec, from_config
+from search.schema import Config
 
 # Measured by `python -m search.deploy.calibrate --n 48 --seed 0` (least squares over 48 linked
 # configurations). CODE_BYTES: code and descriptors by option; STACK_FRAMES: each function's frame.

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from search.deploy.errors import DeployError
+from fsdd.errors import DeployError
 from search.deploy.toolchain import ARM_CC, QEMU, make, require
 
 
@@ -31,18 +31,26 @@ class DeviceRun:
 
 
 def _parse(lines: Sequence[str]) -> list[ClipResult]:
+    # "NAME PRED L0 .. L9", split from the right: a clip's name may hold spaces.
     out = []
     for line in lines:
-        parts = line.split()
-        if len(parts) != 12:
+        parts = line.rsplit(None, 11)
+        if len(parts) != 12 or not parts[1].lstrip("-").isdigit() or not all(len(x) == 8 for x in parts[2:]):
             continue
-        logits = tuple(struct.unpack("<f", struct.pack("<I", int(x, 16)))[0] for x in parts[2:])
+        try:
+            logits = tuple(struct.unpack("<f", struct.pack("<I", int(x, 16)))[0] for x in parts[2:])
+        except ValueError:
+            continue
         out.append(ClipResult(parts[0], int(parts[1]), logits))
     return out
 
 
 def run_host(folder: Path, wavs: Sequence[Path], timeout: float = 600) -> list[ClipResult]:
-    """Build (plain `make`) and run build/kws_host over `wavs`; one result per wav, in order."""
+    """Build (plain `make`) and run build/kws_host over `wavs`; one result per wav, in order.
+
+    The host program reads 16-bit PCM wavs (any channel count, mixed down as fsdd.audio.read_wav
+    mixes them) with fsdd.audio.wav_layout's rules; give it others converted (clips.host_inputs).
+    DeployError with its first error line (`error: FILE: reason`, read_wav's reason) if it refuses one."""
     require("cc")
     make(folder, timeout=timeout)
     results: list[ClipResult] = []

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from search.artifact import ArtifactError, read, validate
-from search.config import Config, ConfigError
-from search.deploy.errors import DeployError
+from fsdd.errors import DeployError
+from search.artifact import read, validate
 from search.deploy.frontend import FrontEnd, front_end
+from search.schema import Config
 from search.size import kept_after, layout, weight_shapes
 
 MATRICES = ("lstm.weight_ih", "lstm.weight_hh", "fc.weight")
@@ -101,16 +101,9 @@ def from_config(cfg: Config, tensors: dict[str, np.ndarray] | None = None, where
 
 def read_artifact(path: str | Path) -> tuple[dict[str, str], dict[str, np.ndarray], Config]:
     """Metadata, tensors and config of an artifact file, checked as search.verify checks it
-    (search.artifact.validate); DeployError with one line otherwise."""
-    path = Path(path)
-    try:
-        meta, tensors = read(path)
-        cfg = validate(meta, tensors, path)
-    except ArtifactError as e:
-        raise DeployError(str(e).splitlines()[0]) from None
-    except (ConfigError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise DeployError(f"{path}: malformed artifact ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
-    return meta, tensors, cfg
+    (search.artifact.validate); ArtifactError with one line otherwise."""
+    meta, tensors = read(path)
+    return meta, tensors, validate(meta, tensors, path)
 
 
 def load(path: str | Path, transform: str = "auto") -> ModelSpec:

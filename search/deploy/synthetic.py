@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from search import artifact
-from search.config import Config
+from search.schema import Config
 from search.size import weight_shapes
 
 
@@ -46,5 +46,5 @@ def random_artifact(
     if norm is None:
         norm = (np.zeros(i, np.float32), np.ones(i, np.float32))
     tensors = artifact.build_payload(cfg, floats, biases, norm, codes)
-    artifact.write(path, tensors, artifact.metadata(cfg, split_hash, cfg.train.seed))
+    artifact.write(path, tensors, artifact.metadata(cfg, split_hash, cfg.train.seed, [{"name": "fsdd", "clips": 3000}]))
     return path

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from search.deploy.errors import DeployError
+from fsdd.errors import DeployError
 
 ARM_CC = "arm-none-eabi-gcc"
 QEMU = "qemu-system-arm"
