@@ -1,6 +1,6 @@
 """Training-only augmentation for new voices: audio variants of each clip (speed perturbation,
-additive noise), computed once and cached like the features, and SpecAugment-style time masks.
-What a run asks for is an fsdd.schema.AugmentConfig."""
+additive noise, re-recordings by fsdd.perturb), computed once and cached like the features, and
+SpecAugment-style time masks. What a run asks for is an fsdd.schema.AugmentConfig."""
 
 from __future__ import annotations
 
@@ -12,26 +12,32 @@ import numpy as np
 import torch
 import torchaudio
 
+from fsdd.perturb import CHAIN_VERSION
 from fsdd.schema import AugmentConfig
 
 
 def variants(aug: AugmentConfig) -> list[Variant]:
     """The cached variants of every clip besides the original, in a fixed order: every speed with
-    every tempo (the original's included), and a noisy copy of each of those if noise is on."""
+    every tempo (the original's included), a noisy copy of each of those if noise is on, then
+    `aug.chains` re-recordings (fsdd.perturb.rerecord)."""
     snrs = [None] if aug.noise_snr_db is None else [None, aug.noise_snr_db]
     grid = [Variant(s, t, n) for s in (1.0, *aug.speeds) for t in (1.0, *aug.tempos) for n in snrs]
-    return [v for v in grid if v != Variant()]
+    return [v for v in grid if v != Variant()] + [Variant(chain=k) for k in range(aug.chains)]
 
 
 @dataclass(frozen=True)
 class Variant:
-    """One variant of every clip: a speed factor, a tempo factor and an optional noise SNR."""
+    """One variant of every clip: a speed factor, a tempo factor and an optional noise SNR; or
+    `chain` k: the clip re-recorded by a random chain of its own (fsdd.perturb.rerecord)."""
 
     speed: float = 1.0
     tempo: float = 1.0
     snr_db: float | None = None
+    chain: int | None = None
 
     def key(self) -> dict:
+        if self.chain is not None:
+            return {"chain": self.chain, "chain_version": CHAIN_VERSION}
         noise = {"noise": "before-trim"} if self.snr_db is not None else {}  # (before 2026-11-29: after trimming)
         return {"speed": self.speed, "snr_db": self.snr_db} | ({"tempo": self.tempo} if self.tempo != 1.0 else {}) | noise
 

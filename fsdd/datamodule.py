@@ -14,8 +14,9 @@ from fsdd.audio import list_wavs
 from fsdd.augment import Variant, time_mask, variants
 from fsdd.corpora import ClipList, as_corpora, list_clips
 from fsdd.features import apply_cmvn, cache_key, load_features
-from fsdd.schema import AugmentConfig, Corpus, FeatureConfig
+from fsdd.schema import AugmentConfig, Corpus, FeatureConfig, VoicesConfig
 from fsdd.splits import Split, clip_label, make_split
+from fsdd.synth import synthetic_corpus
 
 N_CLASSES = 10
 
@@ -46,6 +47,9 @@ class Clips(Dataset):
         return self.padded[i, : int(lengths.max())], lengths, self.targets[i]
 
 
+Pool = tuple[torch.Tensor, int | None]  # (clips, versions) indices into a Clips; how many clips an epoch draws (None: all)
+
+
 class BucketBatchSampler(Sampler[list[int]]):
     """Batches of clips of similar length, in random order.
 
@@ -53,30 +57,35 @@ class BucketBatchSampler(Sampler[list[int]]):
     from 0.14 s to 2.28 s, so random batches would run the LSTM mostly over padding.
     """
 
-    def __init__(self, lengths: Sequence[int], batch_size: int, shuffle: bool, seed: int, variants: int = 1):
-        """`variants` > 1: `lengths` holds that many versions of each clip, version v of clip i
-        at index v * n + i; an epoch draws one version of every clip at random."""
-        self.lengths, self.batch_size, self.shuffle, self.variants = list(lengths), batch_size, shuffle, variants
+    def __init__(self, lengths: Sequence[int], batch_size: int, shuffle: bool, seed: int, pools: Sequence[Pool] | None = None):
+        """`pools`: each a table (clips, versions) of indices into `lengths` and how many of its
+        clips an epoch draws (None: all; else that many, drawn anew each epoch); every drawn clip
+        comes in one of its versions, at random. Default: every index, one version, all."""
+        self.lengths, self.batch_size, self.shuffle = list(lengths), batch_size, shuffle
+        self.pools = list(pools) if pools is not None else [(torch.arange(len(self.lengths))[:, None], None)]
         self.generator = torch.Generator().manual_seed(seed)
 
+    def _epoch(self) -> list[int]:
+        if not self.shuffle:
+            return [int(i) for table, _ in self.pools for i in table[:, 0]]
+        chosen: list[int] = []
+        for table, k in self.pools:
+            perm = torch.randperm(len(table), generator=self.generator)[:k]
+            pick = torch.randint(0, table.shape[1], (len(perm),), generator=self.generator)
+            chosen += table[perm, pick].tolist()
+        return [chosen[i] for i in torch.randperm(len(chosen), generator=self.generator).tolist()]
+
     def __iter__(self) -> Iterator[list[int]]:
-        n = len(self.lengths) // self.variants
-        if self.shuffle:
-            # Sort by length after a random permutation (ties broken randomly), chunk, shuffle chunks.
-            perm = torch.randperm(n, generator=self.generator).tolist()
-            if self.variants > 1:
-                pick = torch.randint(0, self.variants, (n,), generator=self.generator).tolist()
-                perm = [pick[i] * n + i for i in perm]
-            order = sorted(perm, key=lambda i: self.lengths[i])
-        else:
-            order = sorted(range(n), key=lambda i: self.lengths[i])
-        batches = [order[i : i + self.batch_size] for i in range(0, n, self.batch_size)]
+        # Sort by length (after a random permutation: ties broken randomly), chunk, shuffle the chunks.
+        order = sorted(self._epoch(), key=lambda i: self.lengths[i])
+        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         if self.shuffle:
             batches = [batches[i] for i in torch.randperm(len(batches), generator=self.generator).tolist()]
         return iter(batches)
 
     def __len__(self) -> int:
-        return (len(self.lengths) // self.variants + self.batch_size - 1) // self.batch_size
+        n = sum(len(table) if k is None else min(k, len(table)) for table, k in self.pools)
+        return (n + self.batch_size - 1) // self.batch_size
 
 
 class Augment:
@@ -108,7 +117,7 @@ class Augment:
 
 
 _MEMO: OrderedDict[tuple, tuple[list[str], list[torch.Tensor]]] = OrderedDict()
-MEMO_SIZE = 12  # feature sets kept per process: a worker meets a few front ends, each with its variants
+MEMO_SIZE = 40  # feature sets kept per process (one per corpus and variant): a worker meets a few front ends, each with its variants
 
 
 def cmvn_features(
@@ -135,13 +144,23 @@ def cmvn_features(
 
 
 def corpus_features(
-    clips: ClipList, features: FeatureConfig, cache_dir: str | Path | None = None, variant: Variant | None = None
+    clips: ClipList, features: FeatureConfig, cache_dir: str | Path | None = None, variant: Variant | None = None, of: Sequence[int] = ()
 ) -> list[torch.Tensor]:
-    """CMVN'd MFCCs of every clip of `clips`, corpus by corpus (cmvn_features), in clip order."""
+    """CMVN'd MFCCs of every clip of `clips` (or only of the clips `of`: only their corpora are
+    computed), corpus by corpus (cmvn_features), in clip order."""
     out: list[torch.Tensor] = []
+    wanted = set(of)
     for corpus, span in zip(clips.corpora, clips.spans, strict=True):
+        if wanted and not wanted.intersection(span):
+            out += [torch.empty(0)] * len(span)  # never read: a corpus none of `of` is in
+            continue
         out += cmvn_features(corpus.path, features, cache_dir, variant, list(clips.files[span.start : span.stop]))[1]
-    return out
+    return [out[i] for i in of] if of else out
+
+
+def synth_per_epoch(real: int, synthetic: int, share: float) -> int:
+    """Synthetic clips an epoch draws so that they are `share` of its clips (at most all of them)."""
+    return min(synthetic, round(real * share / (1 - share)))
 
 
 def normalize(feats: list[torch.Tensor], mean: torch.Tensor, std: torch.Tensor) -> list[torch.Tensor]:
@@ -167,30 +186,35 @@ class FSDDDataModule(pl.LightningDataModule):
         test_speaker: str | None = None,
         augment: AugmentConfig | None = None,
         folds: int = 6,
+        voices: VoicesConfig | None = None,
     ):
         """`data`: a recordings folder or corpora (fsdd.corpora.as_corpora); `split`: an
-        fsdd.schema.SplitName; `folds`: the speaker protocol's fold count (for `fold:K/N`)."""
+        fsdd.schema.SplitName; `folds`: the speaker protocol's fold count (for `fold:K/N`);
+        `voices`: synthetic voices that join training (fsdd.synth), never held out or scored."""
         super().__init__()
         self.corpora, self.split_kind, self.seed, self.test_speaker = as_corpora(data), split, seed, test_speaker
         self.features = features or FeatureConfig()
         self.batch_size, self.channel_drop, self.frame_drop = batch_size, channel_drop, frame_drop
         self.cache_dir, self.folds = cache_dir, folds
         self.augment = augment or AugmentConfig()
+        self.voices = voices or VoicesConfig()
         self.split: Split | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.split is not None:
             return
-        self.clips = list_clips(self.corpora)
+        synthetic = synthetic_corpus(self.voices, self.cache_dir)
+        self.clips = list_clips(self.corpora + ((synthetic,) if synthetic else ()))
         self.names = list(self.clips.keys)
         feats = corpus_features(self.clips, self.features, self.cache_dir)
         # Identifies the data and features, for caches keyed by them (e.g. float parents).
         self.data_key = cache_key(list(self.clips.files), self.features)
-        self.split = make_split(
-            self.names, self.split_kind, self.seed, test_speaker=self.test_speaker, train_only=self.clips.train_only, folds=self.folds
-        )
-        # Global statistics from the training part only: a held-out speaker never shapes them.
-        train_frames = torch.cat([feats[i] for i in self.split.train])
+        only = self.clips.train_only
+        self.split = make_split(self.names, self.split_kind, self.seed, test_speaker=self.test_speaker, train_only=only, folds=self.folds)
+        real = [i for i in self.split.train if not only[i]]
+        # Statistics from the real training clips only: a held-out speaker never shapes them, and the
+        # deployed model meets real recordings.
+        train_frames = torch.cat([feats[i] for i in real])
         self.mean = train_frames.mean(0)
         self.std = train_frames.std(0).clamp_min(1e-5)
         labels = [clip_label(n) for n in self.names]
@@ -199,23 +223,30 @@ class FSDDDataModule(pl.LightningDataModule):
         self.sets = {part: Clips([norm[i] for i in idx], [labels[i] for i in idx]) for part, idx in parts if idx}
         # What a model's predictions cover: the test part, or, without one (`all`: a refit on every
         # speaker), the real training clips (synthetic voices are never scored).
-        self.scored = self.split.test or tuple(i for i in self.split.train if not self.clips.train_only[i])
+        self.scored = self.split.test or tuple(real)
         if not self.split.test:
             self.sets["scored"] = Clips([norm[i] for i in self.scored], [labels[i] for i in self.scored])
-        # Augmented versions of the training clips (cached like the features), normalized with
-        # the statistics of the real clips: the deployed model sees only real ones.
-        extra = variants(self.augment)
-        if extra:
-            train = list(self.split.train)
-            versions = [[norm[i] for i in train]]
-            for v in extra:
-                vf = corpus_features(self.clips, self.features, self.cache_dir, v)
-                versions.append(normalize([vf[i] for i in train], self.mean, self.std))
-            flat = [f for version in versions for f in version]
-            self.train_versions = Clips(flat, [labels[i] for i in train] * len(versions))
-        else:
-            self.train_versions = self.sets["train"]
-        self.n_versions = 1 + len(extra)
+        # Training pools: the real clips in their own and their augmented versions, every epoch; the
+        # synthetic ones in their variants (voices.augment), a share of them per epoch.
+        synth = [i for i in self.split.train if only[i]]
+        flat: list[torch.Tensor] = []
+        flat_labels: list[int] = []
+        self.pools: list[Pool] = []
+        for idx, versions, k in (
+            (real, [None, *variants(self.augment)], None),
+            (synth, variants(self.voices.augment) or [None], synth_per_epoch(len(real), len(synth), self.voices.share)),
+        ):
+            if not idx:
+                continue
+            table = []
+            for v in versions:
+                vf = norm if v is None else corpus_features(self.clips, self.features, self.cache_dir, v, idx)
+                vf = vf if v is None else normalize(vf, self.mean, self.std)
+                table.append(torch.arange(len(flat), len(flat) + len(idx)))
+                flat += [vf[i] for i in idx] if v is None else vf
+                flat_labels += [labels[i] for i in idx]
+            self.pools.append((torch.stack(table, 1), k))
+        self.train_versions = Clips(flat, flat_labels)
 
     @property
     def has_val(self) -> bool:
@@ -226,8 +257,8 @@ class FSDDDataModule(pl.LightningDataModule):
         """Batches of one part ("train", "val", "test"); augmented and shuffled only if `train`."""
         augmented = part == "train" and train
         ds = self.train_versions if augmented else self.sets[part]
-        versions = self.n_versions if augmented else 1
-        sampler = BucketBatchSampler(ds.lengths.tolist(), batch_size or self.batch_size, train, self.seed, versions)
+        pools = self.pools if augmented else None
+        sampler = BucketBatchSampler(ds.lengths.tolist(), batch_size or self.batch_size, train, self.seed, pools)
         a = self.augment
         gen = torch.Generator().manual_seed(self.seed)
         collate = Augment(self.channel_drop, self.frame_drop, gen, a.time_masks, a.time_mask_frames) if train else Augment()

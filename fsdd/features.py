@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -19,6 +20,7 @@ from fsdd.augment import Variant
 from fsdd.download import default_cache_dir
 from fsdd.errors import DataError
 from fsdd.files import atomic_write
+from fsdd.perturb import CHAIN_VERSION, rerecord, rir_bank, vtlp_filterbank
 from fsdd.schema import FeatureConfig
 
 CACHE_VERSION = 3  # bump when the feature computation itself changes (3: integer mixdown of multichannel 16-bit PCM)
@@ -142,21 +144,66 @@ def load_features(
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # per-clip ops are tiny: thread hand-off would dominate
     try:
-        feats = [_checked_clip_features(f, cfg, mfcc, variant) for f in files]
+        if variant.chain is not None:  # re-recorded audio (cached once for every front end), then the usual front end
+            warps: dict[float, torchaudio.transforms.MFCC] = {}  # VTLP-warped copies of `mfcc`, by alpha
+            audio = rerecorded(files, variant.chain, cache_dir.parent, cfg.sample_rate)
+            feats = [_finite(f, clip_features(y, cfg, warped(mfcc, alpha, warps)), y) for f, (y, alpha) in zip(files, audio, strict=True)]
+        else:
+            feats = [_checked_clip_features(f, cfg, mfcc, variant) for f in files]
     finally:
         torch.set_num_threads(threads)
     _write_cache(path, names, feats, cfg)
     return names, feats
 
 
+def warped(mfcc: torchaudio.transforms.MFCC, alpha: float, cache: dict[float, torchaudio.transforms.MFCC]) -> torchaudio.transforms.MFCC:
+    """`mfcc` with its mel filterbank warped by VTLP factor `alpha` (fsdd.perturb.vtlp_filterbank), one per alpha."""
+    if alpha == 1.0:
+        return mfcc
+    if alpha not in cache:
+        m = copy.deepcopy(mfcc)
+        m.MelSpectrogram.mel_scale.fb = vtlp_filterbank(mfcc.MelSpectrogram.mel_scale.fb, alpha, mfcc.sample_rate)
+        cache[alpha] = m
+    return cache[alpha]
+
+
 def _checked_clip_features(path: Path, cfg: FeatureConfig, mfcc: torchaudio.transforms.MFCC, variant: Variant) -> torch.Tensor:
     x = read_wav(path, cfg.sample_rate)
-    feats = clip_features(x, cfg, mfcc, variant, path.name)
+    return _finite(path, clip_features(x, cfg, mfcc, variant, path.name), x)
+
+
+def _finite(path: Path, feats: torch.Tensor, x: np.ndarray) -> torch.Tensor:
     if not torch.isfinite(feats).all():
         # Finite samples overflow float32's power spectrum only far beyond full scale (~1e19).
         peak = float(np.abs(x).max())
         raise DataError(f"{path}: its MFCCs are not finite (peak sample {peak:.3g}; wav samples belong in [-1, 1])")
     return feats
+
+
+def rerecorded(files: list[Path], index: int, cache_dir: Path, sample_rate: int) -> list[tuple[np.ndarray, float]]:
+    """Chain `index` of every clip of `files` (fsdd.perturb.rerecord): its samples and VTLP factor,
+    computed once and cached in `cache_dir`/rerecorded/ as 16-bit samples (a file that cannot be
+    read is recomputed): rooms and pitch shifts cost far more than a front end's MFCCs."""
+    key = hashlib.sha256(json.dumps({"data": _fingerprint(files), "chain": index, "v": CHAIN_VERSION, "sr": sample_rate}).encode())
+    path = cache_dir / "rerecorded" / f"chain-{key.hexdigest()[:16]}.safetensors"
+    try:
+        t = load_file(path)
+        offsets, alphas = t["offsets"].tolist(), t["alpha"].tolist()
+        samples = t["samples"].numpy().astype(np.float32) / 32768.0
+        if len(alphas) == len(files):
+            return [(samples[a:b], alpha) for a, b, alpha in zip(offsets[:-1], offsets[1:], alphas, strict=True)]
+    except (SafetensorError, OSError, KeyError):
+        pass
+    rirs = rir_bank(cache_dir, sample_rate)
+    out = [rerecord(read_wav(f, sample_rate), f.name, index, sample_rate, rirs) for f in files]
+    pcm = [np.clip(np.rint(y * 32768.0), -32768, 32767).astype(np.int16) for y, _ in out]  # as a 16-bit recording holds it
+    tensors = {
+        "samples": torch.from_numpy(np.concatenate(pcm)),
+        "offsets": torch.tensor(np.cumsum([0] + [len(p) for p in pcm]), dtype=torch.int64),
+        "alpha": torch.tensor([a for _, a in out], dtype=torch.float64),
+    }
+    atomic_write(path, lambda tmp: save_file(tensors, tmp))
+    return [(p.astype(np.float32) / 32768.0, a) for p, (_, a) in zip(pcm, out, strict=True)]
 
 
 def _write_cache(path: Path, names: list[str], feats: list[torch.Tensor], cfg: FeatureConfig) -> None:

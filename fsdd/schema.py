@@ -328,12 +328,16 @@ class AugmentConfig(Shape):
         noise at this signal-to-noise ratio (dB, over the clip's mean power).
     time_masks, time_mask_frames: SpecAugment time masking (Park et al., 2019): this many masks
         per training clip, each zeroing up to this many consecutive frames, per batch.
+    chains: this many re-recorded variants of every clip, each by a random chain that imitates
+        another speaker, microphone and room (fsdd.perturb.rerecord: speed, VTLP, pitch shift,
+        simulated room, microphone colouring, coloured noise).
     Each epoch draws one variant per training clip, so an epoch costs what it did without.
     """
 
     speeds: tuple[float, ...] = ()
     tempos: tuple[float, ...] = ()
     noise_snr_db: float | None = spec(None, lo=-10, hi=60)
+    chains: int = spec(0, lo=0, hi=64)
     time_masks: int = spec(0, lo=0)
     time_mask_frames: int = spec(0, lo=0)
 
@@ -405,7 +409,7 @@ class SynthConfig(Shape):
     `peak` each clip's peak level (full scale = 1). Festival slt (HTS) and Piper have no pitch control.
     """
 
-    engines: tuple[str, ...] = spec(ENGINES, choices=ENGINES)
+    engines: tuple[str, ...] = spec((), choices=ENGINES)  # empty: every engine installed here (fsdd.synth.resolve)
     seed: int = spec(0, lo=0, hi=2**32 - 1)
     espeak_accents: tuple[str, ...] = spec(ESPEAK_ACCENTS, choices=ESPEAK_ACCENTS)
     espeak_variants: int = spec(30, lo=1, hi=len(ESPEAK_VARIANTS))
@@ -427,8 +431,8 @@ class SynthConfig(Shape):
             v = getattr(self, name)
             if len(set(v)) != len(v):
                 return f"{name} names one entry twice: {list(v)}"
-        if not self.engines or not self.espeak_accents:
-            return f"{'engines' if not self.engines else 'espeak_accents'} is empty"
+        if not self.espeak_accents:
+            return "espeak_accents is empty"
         empty = next((e for e in ("flite", "festival", "piper") if e in self.engines and not getattr(self, f"{e}_voices")), None)
         if empty:
             return f"{empty}_voices is empty, but engines has {empty}"
@@ -437,3 +441,16 @@ class SynthConfig(Shape):
             if lo > hi:
                 return f"{name} must be (low, high) with low <= high, got {[lo, hi]}"
         return None
+
+
+@dataclass(frozen=True)
+class VoicesConfig(Shape):
+    """Synthetic voices that join training (fsdd.synth), as a training-only corpus: never held out,
+    never scored, never in the normalisation statistics or a split's name. `synth`: what to
+    synthesize (None: no synthetic voices); `share`: the fraction of each epoch's training clips
+    drawn from them (drawn anew each epoch); `augment`: their own variants (the real clips' are the
+    run's `augment`), by default re-recordings that imitate real rooms and microphones."""
+
+    synth: SynthConfig | None = None
+    share: float = spec(0.5, above=0, below=1)
+    augment: AugmentConfig = dataclasses.field(default_factory=lambda: AugmentConfig(chains=6))

@@ -185,11 +185,11 @@ def make_split(
         else:
             train = rest
     elif name.kind == "eval":
-        test = real
+        test, train = real, []
     else:  # all
         train = real
     if (name.kind != "eval" and not train) or (name.has_val and not val) or (name.kind != "all" and not test):
         raise DataError(f"split {kind!r} of {len(real)} clips leaves an empty train, validation or test set")
     h = split_hash(names, train, val, test)
-    train, val, test = sorted(train + synthetic), sorted(val), sorted(test)
+    train, val, test = sorted(train + (synthetic if train else [])), sorted(val), sorted(test)
     return Split(kind, seed, tuple(train), tuple(val), tuple(test), h, test_speaker)

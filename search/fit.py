@@ -30,6 +30,8 @@ from fsdd.datamodule import Augment, FSDDDataModule
 from fsdd.download import default_cache_dir
 from fsdd.errors import Error
 from fsdd.files import atomic_write, write_json
+from fsdd.schema import dump
+from fsdd.synth import resolve
 from search import artifact
 from search.model import LitClassifier, LSTMClassifier, PlainClassifier, build_model
 from search.prune import effective_state_dict, pruning_callback
@@ -63,13 +65,23 @@ class BestState(Callback):
             self.state = effective_state_dict(pl_module.net)
 
 
+def with_voices(cfg: Config, off: bool = False) -> tuple[Config, str]:
+    """`cfg` with its synthetic voices made explicit (fsdd.synth.resolve: the engines installed
+    here when none are named; none with `off`), and a note of one line for the user ("" if none)."""
+    if cfg.voices.synth is None or off:
+        return cfg.replace(voices={"synth": None}), ""
+    synth, note = resolve(cfg.voices.synth)
+    return cfg.replace(voices={"synth": dump(synth) if synth else None}), note
+
+
 def make_datamodule(cfg: Config, data: Any, cache_dir: str | Path | None = None) -> FSDDDataModule:
     """The data of `cfg`'s split, set up; `data`: a recordings folder or corpora (fsdd.corpora.as_corpora).
     DataError (one line) for unusable data or a split this data cannot make."""
     t = cfg.train
     dm = FSDDDataModule(
-        data, cfg.features, t.split, t.seed, t.batch_size, t.channel_drop, t.frame_drop, cache_dir, t.test_speaker, cfg.augment, t.folds
-    )
+        data, cfg.features, t.split, t.seed, t.batch_size, t.channel_drop, t.frame_drop, cache_dir, t.test_speaker, cfg.augment, t.folds,
+        cfg.voices,
+    )  # fmt: skip
     dm.setup()
     return dm
 

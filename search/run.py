@@ -19,13 +19,13 @@ from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
-from fsdd.corpora import as_corpora, list_clips, parse_data_dir
-from fsdd.datamodule import corpus_features
+from fsdd.corpora import as_corpora, parse_data_dir
 from fsdd.download import resolve_data_dir
 from fsdd.errors import ArgumentParser, Error, run_cli
 from fsdd.schema import SPEAKERS, Corpus, SplitName
 from search import report, runfolder
 from search.export import export
+from search.fit import make_datamodule, with_voices
 from search.protocol import protocol_for
 from search.schema import BUDGET_MAX, BUDGET_ON, Budget, Config, RunSettings, SearchConfig, is_plain_name, load_search_config
 from search.size import KIB
@@ -121,6 +121,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "speakers across several",
     )
     p.add_argument("--cache-dir", help="feature and float-parent cache (default: $FSDD_CACHE or ~/.cache/fsdd)")
+    p.add_argument(
+        "--no-synthetic-voices",
+        action="store_true",
+        help="train without the config's synthetic voices (voices.synth: espeak-ng, flite, festival, piper; training only)",
+    )
     p.add_argument("--cpus-per-trial", type=int, default=1, help="CPUs (and torch threads) per trial (%(default)s)")
     p.add_argument("--name", help="run name (default: kws-<budget>kib-<time>)")
     p.add_argument("--out", default="runs", help="where runs are stored; a shared path on a cluster (%(default)s)")
@@ -147,8 +152,10 @@ def check_data(base: Config, corpora: tuple[Corpus, ...], cache_dir: str | None)
             f"--split {base.train.split} is one part of the speaker protocol, not a protocol to search with: "
             f"use {SPEAKERS} (every fold), random, official or speaker:NAME"
         )
-    corpus_features(list_clips(corpora), base.features, cache_dir)
     protocol_for(base).check(base, corpora)
+    # The base front end's features of every clip and variant, and the synthetic voices, made once
+    # here (minutes the first time, cached): not by the first trials at once.
+    make_datamodule(base.replace(train={"split": "all", "test_speaker": None}), corpora, cache_dir)
 
 
 SMALL_FLASH_KIB = 16  # below this, the default space's front-end tables are much of the flash image
@@ -180,7 +187,10 @@ def new_settings(args: argparse.Namespace, name: str) -> RunSettings:
     sc = load_search_config(args.config)
     pairs = (("split", args.split), ("seed", args.seed), ("test_speaker", args.test_speaker))
     overrides = {k: v for k, v in pairs if v is not None}
-    sc = SearchConfig(sc.base.replace(train=overrides) if overrides else sc.base, sc.space)
+    base, note = with_voices(sc.base.replace(train=overrides) if overrides else sc.base, args.no_synthetic_voices)
+    if note:
+        print(f"note: {note}", flush=True)
+    sc = SearchConfig(base, sc.space)
     check_against_base(sc)
     budget = Budget(int(args.budget_kb * KIB), args.budget_on, int(args.ram_kb * KIB) if args.ram_kb else None)
     if budget.ram_bytes is not None:

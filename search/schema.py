@@ -24,6 +24,7 @@ from fsdd.schema import (
     FeatureConfig,
     Shape,
     SplitName,
+    VoicesConfig,
     dump,
     load,
     speaker_problem,
@@ -187,6 +188,7 @@ class Config(Shape):
     train: TrainConfig = field(default_factory=TrainConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
     quant: QuantConfig = field(default_factory=QuantConfig)
+    voices: VoicesConfig = field(default_factory=VoicesConfig)  # synthetic voices in training (none by default)
 
     def check(self) -> str | None:
         epochs = self.train.epochs

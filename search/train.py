@@ -20,7 +20,7 @@ from fsdd.download import resolve_data_dir
 from fsdd.errors import ArgumentParser, Error, run_cli
 from fsdd.files import write_json
 from fsdd.schema import SPEAKERS
-from search.fit import quiet
+from search.fit import quiet, with_voices
 from search.protocol import run_one
 from search.schema import load_config
 
@@ -68,6 +68,7 @@ def _main(argv: Sequence[str] | None) -> int:
         help="a recordings folder; give it several times for several corpora (default: $FSDD_DIR, else download)",
     )
     p.add_argument("--cache-dir", help="feature/parent cache (default: $FSDD_CACHE or ~/.cache/fsdd)")
+    p.add_argument("--no-synthetic-voices", action="store_true", help="train without the config's synthetic voices (voices.synth)")
     p.add_argument("--out", help="output folder (default: runs/train/<config>-seed<N>); must be new or empty")
     p.add_argument("--force", action="store_true", help="replace an --out that holds an earlier run")
     args = p.parse_args(argv)
@@ -77,6 +78,9 @@ def _main(argv: Sequence[str] | None) -> int:
     overrides = {k: v for k, v in pairs if v is not None}
     if overrides:
         cfg = cfg.replace(train=overrides)
+    cfg, note = with_voices(cfg, args.no_synthetic_voices)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     data = args.data_dir or resolve_data_dir(None)
     tag = "speakers-" if cfg.train.split == SPEAKERS else ""  # the default folder names the protocol, as before
     out = Path(args.out or f"runs/train/{Path(args.config).stem}-{tag}seed{cfg.train.seed}")

@@ -342,6 +342,10 @@ IMPOSSIBLE = [
     ("quant: {impl: quantlstm}", "quant.impl"),  # only QAT builds a QuantLSTM
     ("quant: {bias: int8}", "quant.bias"),
     ("quant: {act: int4}", "quant.act"),
+    ("augment: {chains: -1}", "augment.chains"),
+    ("voices: {share: 1.0}", "voices.share"),
+    ("voices: {synth: {engines: [bogus]}}", "voices.synth"),
+    ("voices: {augment: {chains: 65}}", "voices.augment"),
 ]
 
 

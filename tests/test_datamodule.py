@@ -254,7 +254,8 @@ def test_audio_variants_train_only_and_cached(data, monkeypatch) -> None:
     assert len(variants(aug)) == 2 * 2 * 2 - 1
     dm = make_dm(data, augment=aug, channel_drop=0.0, frame_drop=0.0)
     n = len(dm.split.train)
-    assert dm.n_versions == 8 and len(dm.train_versions) == 8 * n
+    (table, k), *synthetic = dm.pools
+    assert table.shape == (n, 8) and k is None and not synthetic and len(dm.train_versions) == 8 * n
     # Evaluation parts hold the real clips only, unaugmented.
     for part in ("train", "val", "test"):
         assert len(dm.sets[part]) == len(getattr(dm.split, part))

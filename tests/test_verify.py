@@ -157,9 +157,9 @@ def test_end_to_end(mode: str, trained: dict, small_fsdd: Path, capsys: pytest.C
         assert got["test_acc"] is None and result["test_acc"] is None and got["n_test"] == 60
         assert got["agree"] == 1.0
         return
-    if mode == "ptq_int8" and got["test_acc"] != result["test_acc"]:
+    if mode == "ptq_int8":
         # The torch model quantizes activations at run time; the reference does not.
-        assert got["agree"] >= 0.9
+        assert got["agree"] >= 0.9 and abs(got["test_acc"] - result["test_acc"]) <= 1 - got["agree"]
     else:
         assert got["test_acc"] == result["test_acc"]
         assert got["agree"] == 1.0
