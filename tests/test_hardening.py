@@ -62,7 +62,8 @@ def test_every_error_is_one_root():
 
 
 def test_reference_decoder_and_c_library_import_neither_torch_nor_lightning():
-    code = "import sys, search.verify, search.deploy.__main__; print([m for m in sys.modules if m.split('.')[0] in ('torch', 'torchaudio', 'pytorch_lightning', 'lightning')])"
+    heavy = "('torch', 'torchaudio', 'pytorch_lightning', 'lightning')"
+    code = f"import sys, search.verify, search.deploy.__main__; print([m for m in sys.modules if m.split('.')[0] in {heavy}])"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120, check=True)
     assert r.stdout.strip() == "[]"
 
@@ -130,10 +131,8 @@ def test_an_export_or_resume_of_a_run_in_use_is_refused(tmp_path, capsys):
     run = tmp_path / "busy"
     (run / "trials").mkdir(parents=True)
     (run / "search.json").write_text(_settings_json())
-    holder = subprocess.Popen(
-        [sys.executable, "-c", f"from pathlib import Path; from search import runfolder; runfolder.hold(Path({str(run)!r})); print('held', flush=True); input()"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO,
-    )  # fmt: skip
+    hold = f"from pathlib import Path; from search import runfolder; runfolder.hold(Path({str(run)!r})); print('held', flush=True); input()"
+    holder = subprocess.Popen([sys.executable, "-c", hold], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
     try:
         assert holder.stdout.readline().strip() == "held"
         assert export_main([str(run)]) == 2
