@@ -9,9 +9,10 @@ ENV PYTHONUNBUFFERED=1 \
     FSDD_CACHE=/cache \
     RAY_USAGE_STATS_ENABLED=0
 
-# soundfile needs the libsndfile shared library.
+# soundfile needs the libsndfile shared library; the synthetic voices (fsdd.synth) its speech engines.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends libsndfile1 \
+       espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts \
     && rm -rf /var/lib/apt/lists/*
 
 # An unprivileged user. The mount points exist in the image and belong to it, so that the
@@ -28,7 +29,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 RUN mkdir fsdd search \
     && touch fsdd/__init__.py search/__init__.py \
-    && pip install . "ray[default]" \
+    && pip install ".[piper]" "ray[default]" \
     && pip uninstall -y tinykws-search \
     && rm -rf fsdd search build ./*.egg-info
 
