@@ -49,6 +49,7 @@ import numpy as np
 
 from fsdd.download import default_cache_dir
 from fsdd.errors import ArgumentParser, DataError, run_cli
+from fsdd.files import current_umask
 from fsdd.schema import ENGINES, ESPEAK_VARIANTS, FESTIVAL_VOICES, FLITE_VOICES, PIPER_VOICES, Corpus, SynthConfig, VoicesConfig, dump, load
 
 SAMPLE_RATE = 8000
@@ -657,9 +658,7 @@ def generate(cfg: SynthConfig, cache_dir: str | Path | None = None, workers: int
         voices.mkdir(parents=True, exist_ok=True)
         _clean_stale_temps(voices, target.name.removeprefix("synth-"))
         staging = Path(tempfile.mkdtemp(dir=voices, prefix=f".{target.name}-", suffix=".tmp"))
-        umask = os.umask(0)
-        os.umask(umask)
-        staging.chmod(0o777 & ~umask)  # mkdtemp's 0700 would make a shared cache unreadable to others
+        staging.chmod(0o777 & ~current_umask())  # mkdtemp's 0700 would make a shared cache unreadable to others
     except OSError as e:
         raise DataError(f"cannot create the synthetic clip cache under {voices}: {e}") from None
     try:

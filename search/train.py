@@ -18,7 +18,7 @@ from pathlib import Path
 from fsdd.corpora import parse_data_dir
 from fsdd.download import resolve_data_dir
 from fsdd.errors import ArgumentParser, Error, run_cli
-from fsdd.files import write_json
+from fsdd.files import current_umask, write_json
 from fsdd.schema import SPEAKERS
 from search.fit import quiet, with_voices
 from search.protocol import run_one
@@ -88,6 +88,7 @@ def _main(argv: Sequence[str] | None) -> int:
         raise Error(f"--out {out} already holds a run: pass --force to replace it, or choose another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    staging.chmod(0o777 & ~current_umask())  # mkdtemp's 0700: the run folder gets a new folder's permissions
     try:
         result, text = run_one(cfg, data, staging, args.cache_dir)
         if result.get("artifact"):

@@ -232,3 +232,15 @@ def test_the_same_model_and_metadata_give_the_same_bytes(tmp_path):
     assert header.startswith('{"__metadata__":{') and list(json.loads(header)["__metadata__"]) == sorted(meta)
     assert n % 8 == 0 and artifact.canonical(blob) == blob  # a fixed point: canonical twice is canonical once
     assert all(np.array_equal(tensors[k], v) for k, v in artifact.read(tmp_path / "a1.safetensors")[1].items())
+
+
+def test_files_written_atomically_get_a_new_files_permissions(tmp_path):
+    """Whoever makes the file (safetensors writes its own), it ends with the permissions of any new file, not mkstemp's 0600."""
+    from safetensors.numpy import save_file
+
+    from fsdd.files import atomic_write, current_umask
+
+    atomic_write(tmp_path / "a.safetensors", lambda tmp: save_file({"x": np.zeros(2, np.float32)}, tmp))
+    atomic_write(tmp_path / "b.txt", lambda tmp: Path(tmp).write_text("b"))
+    for name in ("a.safetensors", "b.txt"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~current_umask()
