@@ -155,6 +155,7 @@ def check_data(base: Config, corpora: tuple[Corpus, ...], cache_dir: str | None)
     protocol_for(base).check(base, corpora)
     # The base front end's features of every clip and variant, and the synthetic voices, made once
     # here (minutes the first time, cached): not by the first trials at once.
+    print("preparing the data: features, variants and synthetic voices (minutes the first time, then cached)", flush=True)
     make_datamodule(base.replace(train={"split": "all", "test_speaker": None}), corpora, cache_dir)
 
 

@@ -448,4 +448,3 @@ def load_search_config(path: str | Path) -> SearchConfig:
         raise ConfigError(f"{path}: {e}") from None
 
 
-PROTOCOL_SPEAKERS = SPEAKERS

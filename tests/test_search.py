@@ -299,6 +299,38 @@ def test_speaker_protocol_end_to_end_with_a_test_speaker(small_data, cache_dir, 
     assert not (run_dir / ".artifacts.new").exists()
 
 
+VOICES_TINY = SPEAKERS_TINY.replace(
+    "  features: {cmvn: meanvar}\n",
+    "  features: {cmvn: meanvar}\n"
+    "  voices: {synth: {engines: [espeak], espeak_accents: [en-us, en-gb], espeak_variants: 2}, augment: {chains: 1}}\n",
+)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed (apt-get install espeak-ng; .ci/run does)")
+def test_synthetic_voices_only_ever_train_in_a_search(small_data, cache_dir, tmp_path, capsys):
+    cfg = tmp_path / "voices.yaml"
+    cfg.write_text(VOICES_TINY)
+    argv = ["--config", str(cfg), "--data-dir", str(small_data), "--cache-dir", str(cache_dir), "--out", str(tmp_path / "runs"),
+            "--budget-kb", "3", "--trials", "2", "--time-budget", "8m"]  # fmt: skip
+    assert main(argv + ["--name", "v"]) == 0
+    run_dir = tmp_path / "runs" / "v"
+    settings = json.loads((run_dir / "search.json").read_text())
+    assert settings["base"]["voices"]["synth"]["engines"] == ["espeak"]
+    summary = json.loads((run_dir / "pareto.json").read_text())
+    from search.artifact import read
+
+    for row in summary["front"]:
+        assert [f["speaker"] for f in row["folds"]] == ["george", "jackson", "lucas", "nicolas", "theo", "yweweler"]
+        meta, _ = read(run_dir / row["artifact"])
+        assert json.loads(meta["voices"]) == {"corpora": [{"clips": 40, "name": "synthetic"}]}  # 2 accents x 2 voices x 10 digits
+        assert json.loads(meta["corpora"]) == [{"clips": 240, "name": "fsdd"}] and row["verify_agree"] == 1.0
+        assert len(json.loads((run_dir / row["artifact"]).with_suffix(".predictions.json").read_text())) == 240  # real clips only
+    capsys.readouterr()
+    assert main(argv + ["--name", "off", "--no-synthetic-voices"]) == 0
+    assert json.loads((tmp_path / "runs" / "off" / "search.json").read_text())["base"]["voices"]["synth"] is None
+
+
 def test_a_rung_on_the_last_epoch_never_stops_a_trained_trial():
     from search.tuner import DominatedAtRung
 
