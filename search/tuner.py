@@ -284,6 +284,27 @@ def init_ray(args: argparse.Namespace, settings: RunSettings) -> None:
         )
 
 
+class RestoreFailed(logging.Filter):
+    """Ray's own verdict on a damaged run: its tune controller, given saved state it cannot restore,
+    logs "Failed to restore the run state" with a traceback and starts the search over (unless
+    fail_fast, which would also end a search at its first failed trial). That record is turned
+    into one line that refuses the resume, before anything is trained again."""
+
+    def __init__(self, run_dir: Path):
+        super().__init__()
+        self.run_dir = run_dir
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage().startswith("Failed to restore the run state"):
+            e = record.exc_info[1] if record.exc_info else None
+            cause = f" ({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''})" if e else ""
+            raise Error(
+                f"{self.run_dir}: Ray cannot restore its saved search state{cause}: the run cannot be resumed; "
+                f"its finished trials can still be exported: python -m search.export {self.run_dir}"
+            )
+        return True
+
+
 def run_search(run_dir: Path, settings: RunSettings, args: argparse.Namespace, trial_fn: Callable = run_trial) -> int:
     """Start Ray and run (or resume) the search in the claimed `run_dir`; the number of trials that
     ran. Error in one line if Ray cannot start or the search cannot run; a new run that never got
@@ -316,6 +337,9 @@ def run_search(run_dir: Path, settings: RunSettings, args: argparse.Namespace, t
             f"time budget {settings.time_budget_s / 60:.0f} min, split {protocol.name}: {protocol.title}; results in {run_dir}"
         )
         print(f"watch it: tensorboard --logdir {run_dir} --host 127.0.0.1", flush=True)
+        controller = logging.getLogger("ray.tune.execution.tune_controller")
+        refuse = RestoreFailed(run_dir)
+        controller.addFilter(refuse)
         try:
             if args.resume:
                 tuner = tune.Tuner.restore(str(run_dir), trainable=make_trainable(run_dir, settings, trial_fn), resume_unfinished=True)
@@ -324,8 +348,13 @@ def run_search(run_dir: Path, settings: RunSettings, args: argparse.Namespace, t
             return len(tuner.fit())
         except KeyboardInterrupt:  # Ray usually handles Ctrl-C itself and returns from fit()
             return 0
+        except Error:
+            raise
         except Exception as e:  # noqa: BLE001 - Ray raises many kinds (its state damaged, a cluster gone); one line each
             cause = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise Error(f"the search could not run ({type(e).__name__}: {cause})") from None
+            export = f"; its finished trials can still be exported: python -m search.export {run_dir}" if args.resume else ""
+            raise Error(f"the search could not run ({type(e).__name__}: {cause}){export}") from None
+        finally:
+            controller.removeFilter(refuse)
     finally:
         ray.shutdown()

@@ -580,3 +580,28 @@ def test_long_tmpdir_search_runs_and_impossible_cpus_are_one_line(tmp_path, smal
     assert main(["--resume", "--name", "longtmp", "--out", str(tmp_path / "runs")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no saved search state" in err
+
+
+@pytest.mark.slow
+def test_resume_of_damaged_ray_state_is_one_line_and_keeps_the_run(tmp_path, small_data, cache_dir, capsys):
+    """Ray's saved state, damaged: Ray itself would log a traceback and start the search over; the
+    resume is refused in one line (Ray's own verdict), the trials and the exported front kept."""
+    assert main(tiny_args(tmp_path, small_data, cache_dir, "r")) == 0
+    run = tmp_path / "runs" / "r"
+    front = json.loads((run / "pareto.json").read_text())["front"]
+    assert front
+    for pattern, damage in (("experiment_state-*.json", lambda b: b[:300]), ("searcher-state-*.pkl", lambda b: b[:100]),
+                            ("experiment_state-*.json", lambda b: b"{}")):  # fmt: skip
+        copy = tmp_path / "runs" / "copy"
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(run, copy)
+        (state,) = copy.glob(pattern)
+        state.write_bytes(damage(state.read_bytes()))
+        argv = ["--resume", "--name", "copy", "--out", str(tmp_path / "runs"), "--cache-dir", str(cache_dir)]
+        env = os.environ | {"FSDD_DIR": str(small_data)}
+        r = subprocess.run([sys.executable, "-m", "search.run", *argv], capture_output=True, text=True, timeout=600, env=env)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, (pattern, r.stderr[-2000:])
+        last = r.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: ") and "search.export" in last and "Ray cannot restore" in last, last
+        assert sorted(p.name for p in (copy / "trials").iterdir()) == sorted(p.name for p in (run / "trials").iterdir())
+        assert json.loads((copy / "pareto.json").read_text())["front"] == front
