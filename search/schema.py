@@ -18,7 +18,6 @@ import yaml
 from fsdd.errors import ConfigError
 from fsdd.files import write_json
 from fsdd.schema import (
-    SPEAKERS,
     AugmentConfig,
     Corpus,
     FeatureConfig,
