@@ -320,7 +320,7 @@ def list_wavs(data_dir: str | Path) -> list[Path]:
     - a name that is not `{digit}_{speaker}_{take}.wav` (parse_name: the label comes from the name)."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
-        raise DataError(f"data dir {data_dir} does not exist")
+        raise DataError(f"data dir {data_dir} {'is not a folder' if data_dir.exists() else 'does not exist'}")
     entries = sorted(p for p in data_dir.iterdir() if not p.name.startswith("."))
     audio = [p for p in entries if p.suffix.lower() in AUDIO_SUFFIXES and not p.is_dir()]
     if audio:

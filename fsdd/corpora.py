@@ -13,6 +13,7 @@ import soundfile as sf
 from fsdd.audio import list_wavs
 from fsdd.download import load_manifest
 from fsdd.errors import DataError
+from fsdd.files import resolved
 from fsdd.schema import SAMPLE_RATE, Corpus
 
 
@@ -68,6 +69,9 @@ def list_clips(corpora: Sequence[Corpus]) -> ClipList:
     rates = {c.name: _rate(files[0]) for c, files in zip(corpora, per_corpus, strict=True)}
     odd = next((n for n, r in rates.items() if r is not None and r != SAMPLE_RATE), None)
     if odd is not None:
+        if len(rates) == 1:
+            where = f"corpus {odd!r} ({per_corpus[0][0]})"
+            raise DataError(f"{where} is at {rates[odd]} Hz; every clip must be {SAMPLE_RATE} Hz: resample it first")
         others = ", ".join(f"{n} at {r} Hz" for n, r in rates.items() if r is not None)
         raise DataError(f"corpora at different sample rates ({others}); every clip must be {SAMPLE_RATE} Hz: resample corpus {odd!r} first")
     qualify = sum(1 for c in corpora if not c.train_only) > 1
@@ -91,7 +95,7 @@ def default_name(path: str | Path) -> str:
             return "fsdd"
     except DataError:
         pass
-    name = "".join("-" if c in "/\\:_ " or not c.isprintable() else c for c in path.resolve().name).strip("-.")
+    name = "".join("-" if c in "/\\:_ " or not c.isprintable() else c for c in resolved(path, "data dir").name).strip("-.")
     return name or "corpus"
 
 
@@ -108,8 +112,12 @@ def parse_data_dir(text: str) -> Corpus:
     """A `--data-dir` value: `PATH` or `NAME=PATH` (the corpus's name in reports and speaker names).
     DataError if the name is not one a corpus can have."""
     name, sep, path = text.partition("=")
-    if not sep or "/" in name or not name:
+    if not sep or "/" in name:
         name, path = "", text
+    elif not name:
+        raise DataError(f"--data-dir {text!r}: an empty corpus name before '='")
+    if not path.strip():
+        raise DataError(f"--data-dir {text!r}: an empty path (name a folder; '.' for the current one)")
     try:
         return Corpus(name or default_name(path), path)
     except ValueError as e:

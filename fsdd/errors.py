@@ -47,6 +47,14 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
+def path_arg(text: str) -> str:
+    """An argparse `type` for a path a user types: refuses an empty one, which would silently
+    mean the current folder (`--cache-dir ""` would fill it)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path (name a folder; '.' for the current one)")
+    return text
+
+
 def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
     """Run a command's `main(argv)`: an Error, or an OSError on a path the user gave (a file where a
     folder must be, a name too long, a full disk), prints `error: ...` in one line and returns 2;

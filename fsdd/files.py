@@ -10,6 +10,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from fsdd.errors import DataError
+
+
+def resolved(path: str | Path, what: str = "path") -> Path:
+    """`path` made absolute with its links followed (Path.resolve), for a path a user gave.
+
+    DataError naming `what` and the path: an empty path (it would silently mean the current
+    folder), or a symbolic link loop (Python 3.11 raises RuntimeError for it, later ones OSError)."""
+    if not str(path).strip():
+        raise DataError(f"{what}: an empty path (name a folder; '.' for the current one)")
+    try:
+        return Path(path).resolve()
+    except (RuntimeError, OSError) as e:
+        raise DataError(f"{what} {path}: cannot be resolved ({e})") from None
+
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     """Call `write(tmp_name)` on a temporary file beside `path`, then rename it into place."""

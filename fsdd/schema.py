@@ -163,9 +163,12 @@ def load(cls: type, raw: Any, where: str = "") -> Any:
         raise ConfigError(f"unknown field '{_at(where, unknown)}' (known: {', '.join(fields)})")
     kwargs = {}
     for key, value in raw.items():
+        tp = hints[key]
+        if value is None and isinstance(tp, type) and issubclass(tp, Shape):
+            continue  # `augment:` with nothing under it is the field's own default, not the class's
         at = _at(where, key)
         parse = fields[key].metadata.get("parse")
-        kwargs[key] = parse(value, at) if parse else _coerce(value, hints[key], at)
+        kwargs[key] = parse(value, at) if parse else _coerce(value, tp, at)
     missing = [
         n for n, f in fields.items() if n not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
     ]
@@ -175,7 +178,7 @@ def load(cls: type, raw: Any, where: str = "") -> Any:
         return cls(**kwargs)
     except ValueError as e:
         first = str(e).split(" ", 1)[0].rstrip(":")
-        raise ConfigError(_at(where, str(e)) if first in fields or not where else f"{where}: {e}") from None
+        raise ConfigError(_at(where, str(e)) if first.split(".")[0] in fields or not where else f"{where}: {e}") from None
 
 
 def _at(where: str, key: str) -> str:
@@ -234,9 +237,11 @@ class SplitName:
             if problem:
                 raise ValueError(f"split {text!r}: {problem}")
             return cls(kind, speaker=arg)
-        m = re.fullmatch(r"fold:([0-9]{1,3})/([0-9]{1,3})", text)
-        if m and 1 <= int(m[1]) <= int(m[2]):
+        m = re.fullmatch(r"fold:([1-9][0-9]{0,2})/([1-9][0-9]{0,2})", text)  # no leading zeros: one spelling per split
+        if m and int(m[1]) <= int(m[2]):
             return cls("fold", fold=(int(m[1]), int(m[2])))
+        if kind == "fold" and sep:
+            raise ValueError(f"split {text!r}: fold:K/N needs 1 <= K <= N <= 999, written without leading zeros")
         raise ValueError(f"unknown split {text!r}; use one of {', '.join(SPLIT_FORMS)}")
 
     @property
@@ -316,6 +321,10 @@ def _factors(name: str, v: tuple[float, ...]) -> str | None:
     return None
 
 
+TIME_MASKS_MAX = 32  # SpecAugment uses 1-2 per utterance; beyond a clip's frames they only cost time
+TIME_MASK_FRAMES_MAX = 1024  # frames (a clip of FSDD is at most ~230)
+
+
 @dataclass(frozen=True)
 class AugmentConfig(Shape):
     """What the training clips may look like besides themselves; never applied at evaluation.
@@ -338,8 +347,8 @@ class AugmentConfig(Shape):
     tempos: tuple[float, ...] = ()
     noise_snr_db: float | None = spec(None, lo=-10, hi=60)
     chains: int = spec(0, lo=0, hi=64)
-    time_masks: int = spec(0, lo=0)
-    time_mask_frames: int = spec(0, lo=0)
+    time_masks: int = spec(0, lo=0, hi=TIME_MASKS_MAX)
+    time_mask_frames: int = spec(0, lo=0, hi=TIME_MASK_FRAMES_MAX)
 
     def check(self) -> str | None:
         return _factors("speeds", self.speeds) or _factors("tempos", self.tempos)
@@ -394,6 +403,9 @@ FESTIVAL_VOICES = ("kal", "ked", "slt")
 PIPER_VOICES = ("joe",)
 
 
+SYNTH_CLIPS_MAX = 100_000  # 31x the default plan; each clip is also re-recorded `voices.augment.chains` times
+
+
 @dataclass(frozen=True)
 class SynthConfig(Shape):
     """What fsdd.synth synthesizes. Every clip says one digit word; its settings are drawn from the ranges below.
@@ -440,7 +452,16 @@ class SynthConfig(Shape):
             lo, hi = getattr(self, name)
             if lo > hi:
                 return f"{name} must be (low, high) with low <= high, got {[lo, hi]}"
+        if self.most_clips() > SYNTH_CLIPS_MAX:
+            field = "espeak_takes" if self.espeak_takes * len(self.espeak_accents) * self.espeak_variants > self.takes else "takes"
+            return f"{field}: up to {self.most_clips():,} clips planned, more than {SYNTH_CLIPS_MAX:,}; lower takes or espeak_takes"
         return None
+
+    def most_clips(self) -> int:
+        """Clips planned if every engine is installed: 10 digits x (espeak's accents x variants x
+        takes + every other engine's voices x takes)."""
+        others = len(self.flite_voices) + len(self.festival_voices) + len(self.piper_voices)
+        return 10 * (len(self.espeak_accents) * self.espeak_variants * self.espeak_takes + others * self.takes)
 
 
 @dataclass(frozen=True)
@@ -454,3 +475,9 @@ class VoicesConfig(Shape):
     synth: SynthConfig | None = None
     share: float = spec(0.5, above=0, below=1)
     augment: AugmentConfig = dataclasses.field(default_factory=lambda: AugmentConfig(chains=6))
+
+    def check(self) -> str | None:
+        if self.augment.time_masks or self.augment.time_mask_frames:
+            # SpecAugment masks apply to every training batch, synthetic clips included: one place for them
+            return "augment.time_masks: SpecAugment's time masks apply to every batch; set them in the run's augment, not voices.augment"
+        return None

@@ -10,7 +10,7 @@ import numpy as np
 
 from fsdd.audio import parse_name
 from fsdd.errors import DataError
-from fsdd.schema import SPEAKERS, SPLIT_FORMS, SplitName
+from fsdd.schema import SPEAKERS, SplitName
 
 
 @dataclass(frozen=True)
@@ -143,8 +143,8 @@ def make_split(
     """
     try:
         name = SplitName.parse(kind)
-    except ValueError:
-        raise DataError(f"unknown split {kind!r}; use one of: {', '.join(SPLIT_FORMS)}") from None
+    except ValueError as e:
+        raise DataError(str(e)) from None
     if name.kind == SPEAKERS:
         raise DataError(f"{SPEAKERS} is every fold in turn (fsdd.splits.fold_kinds), not one split")
     only = list(train_only) if train_only is not None else [False] * len(names)

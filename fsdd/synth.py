@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from fsdd.download import default_cache_dir
-from fsdd.errors import ArgumentParser, DataError, run_cli
+from fsdd.errors import ArgumentParser, DataError, path_arg, run_cli
 from fsdd.files import current_umask
 from fsdd.schema import ENGINES, ESPEAK_VARIANTS, FESTIVAL_VOICES, FLITE_VOICES, PIPER_VOICES, Corpus, SynthConfig, VoicesConfig, dump, load
 
@@ -712,7 +712,7 @@ def _main(argv: list[str] | None) -> int:
     parser.add_argument(
         "--espeak-variants", type=int, default=d.espeak_variants, help="espeak-ng variants per accent (default %(default)s)"
     )
-    parser.add_argument("--cache-dir", type=Path, default=None, help="cache directory (default: $FSDD_CACHE or ~/.cache/fsdd)")
+    parser.add_argument("--cache-dir", type=path_arg, default=None, help="cache directory (default: $FSDD_CACHE or ~/.cache/fsdd)")
     parser.add_argument("--list-engines", action="store_true", help="say which engines work here, and exit")
     args = parser.parse_args(argv)
     if args.list_engines:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from fsdd.corpora import parse_data_dir
-from fsdd.errors import ArgumentParser, Error, run_cli
+from fsdd.errors import ArgumentParser, Error, path_arg, run_cli
 from fsdd.files import write_json
 from search import report, runfolder
 from search.front import choose, make_deployable
@@ -99,9 +99,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     p = ArgumentParser(prog="python -m search.export", description=__doc__.splitlines()[0])
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", type=path_arg)
     p.add_argument("--data-dir", action="append", type=parse_data_dir, metavar="[NAME=]PATH", help="the corpora (default: the run's)")
-    p.add_argument("--cache-dir")
+    p.add_argument("--cache-dir", type=path_arg)
     args = p.parse_args(argv)
     data = tuple(args.data_dir) if args.data_dir else None
     summary = export(args.run_dir, data, args.cache_dir)

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from fsdd.corpora import as_corpora, parse_data_dir
 from fsdd.download import resolve_data_dir
-from fsdd.errors import ArgumentParser, Error, run_cli
+from fsdd.errors import ArgumentParser, Error, path_arg, run_cli
+from fsdd.files import resolved
 from fsdd.schema import SPEAKERS, Corpus, SplitName
 from search import report, runfolder
 from search.export import export
@@ -120,7 +121,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="a recordings folder (default: $FSDD_DIR, else download FSDD); give it once per corpus to train and hold out "
         "speakers across several",
     )
-    p.add_argument("--cache-dir", help="feature and float-parent cache (default: $FSDD_CACHE or ~/.cache/fsdd)")
+    p.add_argument("--cache-dir", type=path_arg, help="feature and float-parent cache (default: $FSDD_CACHE or ~/.cache/fsdd)")
     p.add_argument(
         "--no-synthetic-voices",
         action="store_true",
@@ -128,7 +129,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--cpus-per-trial", type=int, default=1, help="CPUs (and torch threads) per trial (%(default)s)")
     p.add_argument("--name", help="run name (default: kws-<budget>kib-<time>)")
-    p.add_argument("--out", default="runs", help="where runs are stored; a shared path on a cluster (%(default)s)")
+    p.add_argument("--out", type=path_arg, default="runs", help="where runs are stored; a shared path on a cluster (%(default)s)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run --name")
     p.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), help="existing Ray cluster (default: $RAY_ADDRESS)")
     p.add_argument(
@@ -166,7 +167,7 @@ def flash_hint(args: argparse.Namespace) -> str | None:
     """A note for a new run with a small flash budget on the default space, else None. Measured:
     the default front ends (n_fft 256-512) leave 2-4 KiB of an 8 KiB image for weights (0.962
     test accuracy at 7.36 KiB); configs/on-chip.yaml's reach 0.984 at 6.04 KiB (README)."""
-    default = Path(args.config).resolve() == Path(str(resources.files("search") / "search.yaml")).resolve()
+    default = resolved(args.config, "--config") == Path(str(resources.files("search") / "search.yaml")).resolve()
     if args.resume or args.budget_on != "flash" or args.budget_kb is None or args.budget_kb > SMALL_FLASH_KIB or not default:
         return None
     return f"note: for a flash budget of {args.budget_kb:g} KiB, the smaller front ends of configs/on-chip.yaml usually do better"
@@ -175,7 +176,7 @@ def flash_hint(args: argparse.Namespace) -> str | None:
 def corpora_of(args: argparse.Namespace) -> tuple[Corpus, ...]:
     """The corpora of a new run: each --data-dir ([NAME=]PATH), else $FSDD_DIR or FSDD downloaded; paths resolved."""
     given = args.data_dir or list(as_corpora(resolve_data_dir(None)))
-    return tuple(c.replace(path=str(Path(c.path).resolve())) for c in given)
+    return tuple(c.replace(path=str(resolved(c.path, "--data-dir"))) for c in given)
 
 
 def new_settings(args: argparse.Namespace, name: str) -> RunSettings:
@@ -219,7 +220,7 @@ def new_settings(args: argparse.Namespace, name: str) -> RunSettings:
         cpus_per_trial=args.cpus_per_trial,
         sampler=args.sampler,
         corpora=corpora,
-        cache_dir=str(Path(args.cache_dir).resolve()) if args.cache_dir else None,
+        cache_dir=str(resolved(args.cache_dir, "--cache-dir")) if args.cache_dir else None,
         started=time.strftime("%Y-%m-%d %H:%M:%S"),
     )
 
@@ -227,7 +228,7 @@ def new_settings(args: argparse.Namespace, name: str) -> RunSettings:
 def prepare(args: argparse.Namespace) -> tuple[Path, RunSettings]:
     """Check everything that can be checked before Ray starts, then claim the run folder (a new run)
     or hold it (--resume): the folder and its settings. Error in one line otherwise."""
-    out = Path(args.out).resolve()
+    out = resolved(args.out, "--out")
     if args.name is not None and not is_plain_name(args.name):
         raise Error(f"--name {args.name!r} must be a plain folder name (no '/', not '.' or '..'): the run lives in --out")
     if args.resume:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO
 
 from fsdd.errors import ConfigError, Error
+from fsdd.files import resolved
 from search.schema import RunSettings, TrialRecord, read_json_shape, write_shape
 
 SETTINGS = "search.json"
@@ -40,7 +41,7 @@ def claim(run_dir: Path) -> None:
 def hold(run_dir: Path) -> None:
     """Lock `run_dir` for this process's life (until `release`); Error in one line if another
     process holds it (a search still running, or an export). Holding it twice is a no-op."""
-    run_dir = run_dir.resolve()
+    run_dir = resolved(run_dir, "run folder")
     if run_dir in _held:
         return
     f = open(run_dir / LOCK, "a+")  # noqa: SIM115 - stays open while the lock is held
@@ -58,7 +59,7 @@ def hold(run_dir: Path) -> None:
 
 def release(run_dir: Path, remove: bool = False) -> None:
     """Let go of `run_dir`; with `remove`, delete it first (a new run that never got going)."""
-    run_dir = run_dir.resolve()
+    run_dir = resolved(run_dir, "run folder")
     f = _held.pop(run_dir, None)
     if remove:
         shutil.rmtree(run_dir, ignore_errors=True)

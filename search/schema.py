@@ -445,5 +445,3 @@ def load_search_config(path: str | Path) -> SearchConfig:
         return load(SearchConfig, raw)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
-
-

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from fsdd.corpora import parse_data_dir
 from fsdd.download import resolve_data_dir
-from fsdd.errors import ArgumentParser, Error, run_cli
+from fsdd.errors import ArgumentParser, Error, path_arg, run_cli
 from fsdd.files import current_umask, write_json
 from fsdd.schema import SPEAKERS
 from search.fit import quiet, with_voices
@@ -55,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     p = ArgumentParser(prog="python -m search.train", description=__doc__.splitlines()[0])
-    p.add_argument("--config", default="configs/baseline.yaml", help="YAML config (default: %(default)s)")
+    p.add_argument("--config", type=path_arg, default="configs/baseline.yaml", help="YAML config (default: %(default)s)")
     p.add_argument("--seed", type=int, help="override train.seed")
     p.add_argument("--split", help=f"override train.split: random | official | speaker:NAME | loso:NAME | all | {SPEAKERS} (every fold)")
     p.add_argument("--test-speaker", help="override train.test_speaker: a speaker kept out of everything")
@@ -67,9 +67,9 @@ def _main(argv: Sequence[str] | None) -> int:
         metavar="[NAME=]PATH",
         help="a recordings folder; give it several times for several corpora (default: $FSDD_DIR, else download)",
     )
-    p.add_argument("--cache-dir", help="feature/parent cache (default: $FSDD_CACHE or ~/.cache/fsdd)")
+    p.add_argument("--cache-dir", type=path_arg, help="feature/parent cache (default: $FSDD_CACHE or ~/.cache/fsdd)")
     p.add_argument("--no-synthetic-voices", action="store_true", help="train without the config's synthetic voices (voices.synth)")
-    p.add_argument("--out", help="output folder (default: runs/train/<config>-seed<N>); must be new or empty")
+    p.add_argument("--out", type=path_arg, help="output folder (default: runs/train/<config>-seed<N>); must be new or empty")
     p.add_argument("--force", action="store_true", help="replace an --out that holds an earlier run")
     args = p.parse_args(argv)
     quiet()

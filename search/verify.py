@@ -27,7 +27,7 @@ import numpy as np
 from fsdd.audio import read_wav, trim_silence
 from fsdd.corpora import as_corpora, default_name, list_clips, parse_data_dir
 from fsdd.download import resolve_data_dir
-from fsdd.errors import ArgumentParser, DataError, run_cli
+from fsdd.errors import ArgumentParser, DataError, path_arg, run_cli
 from fsdd.schema import Corpus, FeatureConfig, load
 from fsdd.splits import Split, clip_label, clip_speaker, make_split
 from search.artifact import dense_weights, payload_bytes, read, validate
@@ -293,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     p = ArgumentParser(prog="python -m search.verify", description=__doc__.splitlines()[0])
-    p.add_argument("artifact", help="model.safetensors written by search.train")
+    p.add_argument("artifact", type=path_arg, help="model.safetensors written by search.train")
     p.add_argument(
         "--data-dir",
         action="append",
@@ -302,7 +302,7 @@ def _main(argv: Sequence[str] | None) -> int:
         help="recordings folder (default: $FSDD_DIR, else the download cache); once per corpus of a several-corpora artifact",
     )
     p.add_argument("--split", help="evaluate on this split instead of the artifact's (eval: every clip; skips the split-hash check)")
-    p.add_argument("--predictions", help="torch predictions, JSON {wav name: class} (default: predictions.json beside ARTIFACT)")
+    p.add_argument("--predictions", type=path_arg, help="torch predictions, JSON {wav: class} (default: predictions.json beside ARTIFACT)")
     args = p.parse_args(argv)
     data = args.data_dir
     print(json.dumps(verify(args.artifact, data, args.split, args.predictions)))

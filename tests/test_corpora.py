@@ -70,6 +70,26 @@ def test_bad_corpora_are_one_line(two, tmp_path):
     with pytest.raises(DataError, match="corpus name"):
         parse_data_dir(f"a:b={a.path}")
     assert parse_data_dir(f"mine={a.path}").name == "mine" and parse_data_dir(a.path).name == "a"
+    alone = Corpus("fast", fast.path)
+    with pytest.raises(DataError, match=r"corpus 'fast' \(.*\) is at 16000 Hz.*resample it first"):
+        list_clips([alone])
+    with pytest.raises(DataError, match="is not a folder"):
+        list_clips([Corpus("file", str(next(Path(a.path).iterdir())))])
+
+
+@pytest.mark.parametrize("value", ["", "   ", "mine=", "=/some/path"])
+def test_an_empty_data_dir_or_corpus_name_is_refused_not_the_current_folder(value):
+    """(Breaker, round 4) `--data-dir "mine="` read the current folder as a corpus."""
+    with pytest.raises(DataError, match="empty"):
+        parse_data_dir(value)
+
+
+def test_a_symlink_loop_as_a_data_dir_is_one_line(tmp_path):
+    """(Breaker, round 4) a self-linking folder gave a RuntimeError traceback from Path.resolve."""
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    with pytest.raises(DataError, match="loop"):
+        parse_data_dir(str(loop))
 
 
 @settings(max_examples=60, deadline=None)

@@ -42,6 +42,35 @@ def test_every_command_says_a_users_mistake_in_one_line(command, tmp_path):
         assert "Traceback" not in r.stderr
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["search.verify", "x.safetensors", "--data-dir", "mine="],
+        ["search.verify", ""],
+        ["search.train", "--out", ""],
+        ["search.train", "--cache-dir", " "],
+        ["search.run", "--out", ""],
+        ["search.export", ""],
+        ["search.deploy", "x.safetensors", "--out", ""],
+        ["fsdd.synth", "--cache-dir", ""],
+    ],
+)
+def test_an_empty_path_is_refused_not_read_as_the_current_folder(argv, tmp_path):
+    """(Breaker, round 4) `fsdd.synth --cache-dir ""` filled the current folder; an empty path is
+    never the current folder by accident."""
+    r = subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert r.returncode == 2 and r.stderr.startswith("error: ") and "empty" in r.stderr and r.stderr.count("\n") == 1, r.stderr[-500:]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_symlink_loop_given_as_a_folder_is_one_line(tmp_path):
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    for argv in (["search.verify", "x.safetensors", "--data-dir", str(loop)], ["search.run", "--out", str(loop), "--budget-kb", "4"]):
+        r = subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+        assert r.returncode == 2 and r.stderr.startswith("error: ") and r.stderr.count("\n") == 1, (argv, r.stderr[-500:])
+
+
 def test_a_bug_keeps_its_traceback():
     from fsdd.errors import run_cli
 

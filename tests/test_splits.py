@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -158,3 +159,20 @@ def test_speaker_protocol_bad_input_is_one_clear_line(names: list[str]) -> None:
     with pytest.raises(DataError, match="at least two real speakers"):
         fold_kinds(two, test_speaker="lucas")
     assert fold_kinds(two) == ["loso:lucas", "loso:theo"]
+
+
+@pytest.mark.parametrize(
+    "name, reason",
+    [
+        ("fold:0/6", "1 <= K <= N"),
+        ("fold:7/6", "1 <= K <= N"),
+        ("fold:1/0", "1 <= K <= N"),
+        ("fold:01/06", "without leading zeros"),  # one spelling per split: the name is in hashes and artifacts
+        ("loso:fsdd/", "NAME or CORPUS/NAME"),
+        ("speaker:", "cannot be in a file name"),
+    ],
+)
+def test_a_bad_split_name_says_why(name, reason):
+    """(Breaker, round 4) the parser's reason was replaced by a bare 'unknown split'."""
+    with pytest.raises(DataError, match=re.escape(reason)):
+        make_split([f"{d}_a_{t}.wav" for d in range(10) for t in range(5)], name)

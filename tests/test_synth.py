@@ -21,7 +21,7 @@ import soundfile as sf
 from fsdd import synth
 from fsdd.audio import parse_name, read_wav
 from fsdd.errors import ConfigError, DataError
-from fsdd.schema import dump, load
+from fsdd.schema import AugmentConfig, VoicesConfig, dump, load
 from fsdd.synth import SynthConfig, available_engines, generate
 
 AVAILABLE = available_engines()
@@ -77,11 +77,23 @@ def _empty_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         ("espeak_pitch", (0, 100)),
         ("piper_noise", (-0.1, 0.5)),
         ("peak", (0.5, 1.5)),
+        ("espeak_takes", 1000),  # 2.1 million clips planned (breaker, round 4)
+        ("takes", 1000_000),
     ],
 )
 def test_bad_config_field_is_named(field, value):
     with pytest.raises(ConfigError, match=rf"^synth\.{field}\b"):
         load(SynthConfig, {field: value}, "synth")
+
+
+def test_voices_fields_left_empty_take_their_own_defaults_and_ignored_ones_are_refused():
+    """(Breaker, round 4) `augment:` left empty gave 0 re-recordings instead of the default 6, and
+    voices.augment's SpecAugment masks were accepted and never applied."""
+    assert load(VoicesConfig, {"synth": {}, "augment": None}).augment.chains == VoicesConfig().augment.chains == 6
+    with pytest.raises(ConfigError, match=r"^voices\.augment\.time_masks: .*set them in the run's augment"):
+        load(VoicesConfig, {"synth": {}, "augment": {"time_masks": 2}}, "voices")
+    with pytest.raises(ConfigError, match=r"^augment\.time_masks must be in 0\.\.32"):
+        load(AugmentConfig, {"time_masks": 10**12}, "augment")
 
 
 def test_config_accepts_lists_and_stores_tuples():

@@ -12,10 +12,9 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from fsdd.corpora import parse_data_dir
-from fsdd.errors import ArgumentParser, DeployError, run_cli
+from fsdd.errors import ArgumentParser, DeployError, path_arg, run_cli
 from search.deploy.build import deploy
 from search.deploy.check import check_device, check_host, torch_predictions
 from search.deploy.clips import split_clips
@@ -51,8 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     p = ArgumentParser(prog="python -m search.deploy", description=__doc__.splitlines()[0])
-    p.add_argument("artifact", type=Path, help="an fsdd-lstm .safetensors artifact")
-    p.add_argument("--out", type=Path, required=True, help="folder for the library (must not exist, or be empty)")
+    p.add_argument("artifact", type=path_arg, help="an fsdd-lstm .safetensors artifact")
+    p.add_argument("--out", type=path_arg, required=True, help="folder for the library (must not exist, or be empty)")
     p.add_argument("--force", action="store_true", help="replace the contents of a non-empty --out")
     p.add_argument(
         "--data-dir",

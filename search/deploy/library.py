@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from fsdd.errors import DeployError
+from fsdd.files import resolved
 from search.deploy.emit import clips_files, model_header, model_source
 from search.deploy.spec import ModelSpec
 
@@ -24,9 +25,9 @@ HARNESS_FILES = ("Makefile", "host_main.c", "device_main.c", "measure_main.c", "
 def refuse_overlap(out: Path, inputs: Sequence[tuple[str, Path]]) -> None:
     """DeployError if `out` is, or contains, one of the `inputs` (what, path): replacing its
     contents would delete them. Checked on the paths as given and with every link resolved."""
-    outs = {Path(os.path.abspath(out)), out.resolve()}
+    outs = {Path(os.path.abspath(out)), resolved(out, "--out")}
     for what, path in inputs:
-        for p in {Path(os.path.abspath(path)), path.parent.resolve() / path.name, path.resolve()}:
+        for p in {Path(os.path.abspath(path)), resolved(path.parent, what) / path.name, resolved(path, what)}:
             if any(o == p or o in p.parents for o in outs):
                 raise DeployError(f"--out {out} is or contains {what} {path}: choose a folder outside it (its contents are replaced)")
 
