@@ -99,8 +99,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--time-budget",
         type=parse_duration,
-        default=DEFAULT_TIME_BUDGET,
-        help="wall-clock limit, e.g. 30m (%(default)s)",
+        default=None,
+        help=f"wall-clock limit of the search, e.g. 30m ({DEFAULT_TIME_BUDGET}; with --resume, the run's own unless given)",
     )
     p.add_argument(
         "--split",
@@ -216,7 +216,7 @@ def new_settings(args: argparse.Namespace, name: str) -> RunSettings:
         base=sc.base,
         space=sc.space,
         trials=args.trials,
-        time_budget_s=args.time_budget,
+        time_budget_s=args.time_budget if args.time_budget is not None else parse_duration(DEFAULT_TIME_BUDGET),
         cpus_per_trial=args.cpus_per_trial,
         sampler=args.sampler,
         corpora=corpora,
@@ -238,6 +238,8 @@ def prepare(args: argparse.Namespace) -> tuple[Path, RunSettings]:
         if not (run_dir / runfolder.SETTINGS).is_file():
             raise Error(f"no run named {args.name!r} in {out} to resume")
         settings = runfolder.settings(run_dir)
+        if args.time_budget is not None:  # this session's time; the run's settings on disk stay as they were
+            settings = settings.replace(time_budget_s=args.time_budget)
         runfolder.trials(run_dir)
         runfolder.hold(run_dir)
         return run_dir, settings
@@ -277,7 +279,10 @@ def _main(argv: Sequence[str] | None, trial_fn: object) -> int:
     report.print_summary(summary, run_dir, protocol_for(settings.base))
     if ran < settings.trials:
         resume = f"python -m search.run --resume --name {settings.name} --out {run_dir.parent}"
-        print(f"stopped after {ran} of {settings.trials} trials (time budget or Ctrl-C); to continue: {resume}")
+        print(
+            f"stopped with {ran} of {settings.trials} trials begun (time budget or Ctrl-C); to go on with the search "
+            f"(trials cut by the time budget are not rerun; those cut by Ctrl-C are): {resume} [--time-budget 30m]"
+        )
     return 0
 
 

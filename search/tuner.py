@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import math
 import os
 import shutil
 import sys
@@ -20,6 +21,8 @@ import ray
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.search.optuna import OptunaSearch
+from ray.tune.search.search_generator import SearchGenerator
+from ray.tune.stopper import CombinedStopper
 
 from fsdd.errors import Error
 from search.board import write_experiment
@@ -42,6 +45,17 @@ class FinishedOnlyOptunaSearch(OptunaSearch):
         if error or not (result and result.get("final")):
             result = None
         super().on_trial_complete(trial_id, result, error)
+
+
+class ResumableSearch(SearchGenerator):
+    """Ray's SearchGenerator (which asks the searcher for new trials), except that a search ended
+    by its time budget is not saved as finished. Ray marks the generator finished whenever a
+    stopper ends the experiment and saves that flag, so a resumed run would never start another
+    trial; here, read back, it is finished only once every one of its `--trials` was started."""
+
+    def set_state(self, state: dict) -> None:
+        super().set_state(state)
+        self._finished = self._counter >= self._total_samples
 
 
 class DominatedAtRung(tune.Stopper):
@@ -79,6 +93,42 @@ class DominatedAtRung(tune.Stopper):
         return False
 
 
+class TimeLimit(tune.Stopper):
+    """Ends the search `budget_s` seconds of wall clock after this process starts (or resumes) it.
+
+    Written here rather than Ray's `TuneConfig(time_budget_s=...)`: Ray saves its TimeoutStopper
+    with the experiment state and, on resume, continues with what was left of the budget, so a run
+    stopped by its time budget resumed only to stop again at once. This stopper is never saved
+    with its clock: it pickles as a reference to the process's own (`TimeLimit.armed`, set by
+    `arm` before the search starts or resumes), so a resume gets this session's `--time-budget`."""
+
+    armed: TimeLimit | None = None  # the driver process's
+
+    def __init__(self, budget_s: float):
+        self.budget_s = budget_s
+        self.deadline = time.time() + budget_s
+
+    def arm(self) -> TimeLimit:
+        self.deadline = time.time() + self.budget_s
+        TimeLimit.armed = self
+        return self
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return time.time() >= self.deadline
+
+    def __reduce__(self) -> tuple:
+        return (_armed_time_limit, ())
+
+
+def _armed_time_limit() -> TimeLimit:
+    """What a saved TimeLimit becomes when Ray reads it back: the process's armed one (no limit if
+    none is armed, e.g. a tool only reading the state)."""
+    return TimeLimit.armed or TimeLimit(math.inf)
+
+
 def trial_counts(trials: list, stopped_early: set[str]) -> dict[str, int]:
     """What happened to the trials: trained to the end (feasible), stopped early as dominated
     (by DominatedAtRung, `stopped_early`), infeasible (over budget, never trained), failed
@@ -106,16 +156,12 @@ class Progress(tune.Callback):
     the best feasible accuracy the search ranks on with its size, and the time left."""
 
     def __init__(
-        self, trials: int, time_budget_s: float, stopper: DominatedAtRung | None = None, metric: str = "val", every_s: float = 30.0
+        self, trials: int, limit: TimeLimit, stopper: DominatedAtRung | None = None, metric: str = "val", every_s: float = 30.0
     ):
-        self.trials, self.time_budget_s, self.every_s = trials, time_budget_s, every_s
+        self.trials, self.limit, self.every_s = trials, limit, every_s
         self.stopper, self.metric = stopper, metric
-        self.deadline = time.time() + time_budget_s
         self.tty = sys.stdout.isatty()
         self._last_line, self._last_print = "", 0.0
-
-    def setup(self, **info: Any) -> None:  # also on resume: the time budget starts again
-        self.deadline = time.time() + self.time_budget_s
 
     def parts(self, trials: list) -> tuple[str, str, str]:
         """(counts, best, time left) of the status line."""
@@ -132,7 +178,7 @@ class Progress(tune.Callback):
             t = max(feasible, key=lambda t: (t.last_result["val_acc"], -t.last_result["cost_bytes"]))
             kib = t.last_result["cost_bytes"] / 1024
             best = f"best {self.metric} {t.last_result['val_acc']:.4f} at {kib:.1f} KiB ({trial_name(t.experiment_tag, t.config)})"
-        left = max(0, int(self.deadline - time.time()))
+        left = max(0, int(self.limit.deadline - time.time())) if math.isfinite(self.limit.deadline) else 0
         return counts, best, f"{left // 60}m{left % 60:02d}s left"
 
     def status(self, trials: list) -> str:
@@ -181,15 +227,15 @@ def make_stopper(settings: RunSettings) -> DominatedAtRung | None:
     return DominatedAtRung(first_rung=first, factor=factor)
 
 
-def ray_callbacks(settings: RunSettings, stopper: DominatedAtRung | None) -> list[tune.Callback]:
+def ray_callbacks(settings: RunSettings, stopper: DominatedAtRung | None, limit: TimeLimit) -> list[tune.Callback]:
     """Ray's JSON and CSV loggers (export reads result.json), no TensorBoard logger of Ray's: each
     trial writes its own TensorBoard run (search.board), named for what it is, so TensorBoard
     shows every trial once. And the progress line."""
     label = protocol_for(settings.base).label
-    return [JsonLoggerCallback(), CSVLoggerCallback(), Progress(settings.trials, settings.time_budget_s, stopper, label)]
+    return [JsonLoggerCallback(), CSVLoggerCallback(), Progress(settings.trials, limit, stopper, label)]
 
 
-def make_tuner(run_dir: Path, settings: RunSettings, verbose: bool, trial_fn: Callable = run_trial) -> tune.Tuner:
+def make_tuner(run_dir: Path, settings: RunSettings, limit: TimeLimit, verbose: bool, trial_fn: Callable = run_trial) -> tune.Tuner:
     sc = settings.search
     seed = sc.base.train.seed
     space = functools.partial(define, sc=sc, budget=settings.budget)
@@ -206,9 +252,8 @@ def make_tuner(run_dir: Path, settings: RunSettings, verbose: bool, trial_fn: Ca
     return tune.Tuner(
         make_trainable(run_dir, settings, trial_fn),
         tune_config=tune.TuneConfig(
-            search_alg=searcher,
-            num_samples=settings.trials,
-            time_budget_s=settings.time_budget_s,
+            search_alg=ResumableSearch(searcher),
+            num_samples=settings.trials,  # the time budget is `limit`, a stopper that a resume re-arms
             # One worker process per CPU slot, kept across trials: torch, Lightning and Brevitas are
             # imported once per worker instead of once per trial (seconds each on this machine).
             reuse_actors=True,
@@ -217,8 +262,8 @@ def make_tuner(run_dir: Path, settings: RunSettings, verbose: bool, trial_fn: Ca
         run_config=tune.RunConfig(
             name=run_dir.name,
             storage_path=str(run_dir.parent),
-            callbacks=ray_callbacks(settings, stopper),
-            stop=stopper,
+            callbacks=ray_callbacks(settings, stopper, limit),
+            stop=CombinedStopper(stopper, limit) if stopper else limit,
             verbose=2 if verbose else 0,
             failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
         ),
@@ -334,17 +379,18 @@ def run_search(run_dir: Path, settings: RunSettings, args: argparse.Namespace, t
             write_experiment(run_dir, hparam_domains(settings.search), metrics)
         print(
             f"run {settings.name}: budget {settings.budget.kib:g} KiB = {settings.budget.bytes} B, {settings.trials} trials, "
-            f"time budget {settings.time_budget_s / 60:.0f} min, split {protocol.name}: {protocol.title}; results in {run_dir}"
+            f"time budget {settings.time_budget_s / 60:.3g} min, split {protocol.name}: {protocol.title}; results in {run_dir}"
         )
         print(f"watch it: tensorboard --logdir {run_dir} --host 127.0.0.1", flush=True)
         controller = logging.getLogger("ray.tune.execution.tune_controller")
         refuse = RestoreFailed(run_dir)
         controller.addFilter(refuse)
+        limit = TimeLimit(settings.time_budget_s).arm()  # before a restore reads the saved one back as this one
         try:
             if args.resume:
                 tuner = tune.Tuner.restore(str(run_dir), trainable=make_trainable(run_dir, settings, trial_fn), resume_unfinished=True)
             else:
-                tuner = make_tuner(run_dir, settings, args.verbose, trial_fn)
+                tuner = make_tuner(run_dir, settings, limit, args.verbose, trial_fn)
             return len(tuner.fit())
         except KeyboardInterrupt:  # Ray usually handles Ctrl-C itself and returns from fit()
             return 0

@@ -191,6 +191,23 @@ def test_kill_then_resume_keeps_every_finished_trial(tiny_config, small_data, ca
     assert json.loads((run_dir / "pareto.json").read_text())["front"]
 
 
+@pytest.mark.slow
+def test_a_run_stopped_by_its_time_budget_resumes_with_a_new_one(tiny_config, small_data, cache_dir, tmp_path, capsys):
+    """(A new user's try, round 4) Ray saved its own time budget with the run and, on resume, went
+    on with what was left of it: nothing, so the printed resume command ran no trial, in a loop."""
+    out, run_dir = tmp_path / "runs", tmp_path / "runs" / "tb"
+    assert main(args(tiny_config, small_data, cache_dir, out, "tb", "--budget-kb", "4", "--trials", "5000", "--time-budget", "20s")) == 0
+    assert "to go on with the search" in capsys.readouterr().out
+    before = {f.parent.name for f in run_dir.glob("trials/*/record.json")}
+    assert 1 <= len(before) < 5000
+    resume = ["--resume", "--name", "tb", "--out", str(out), "--data-dir", str(small_data), "--cache-dir", str(cache_dir)]
+    assert main([*resume, "--time-budget", "20s"]) == 0
+    text = capsys.readouterr().out
+    after = {f.parent.name for f in run_dir.glob("trials/*/record.json")}
+    assert before < after, text[-2000:]  # new trials trained in the resumed session's own 20 s
+    assert json.loads((run_dir / "search.json").read_text())["time_budget_s"] == 20  # the run's settings unchanged
+
+
 def test_bad_inputs_one_clear_line(tiny_config, small_data, cache_dir, tmp_path, capsys):
     base = ["--config", str(tiny_config), "--data-dir", str(small_data), "--out", str(tmp_path)]
     cases = [
@@ -366,11 +383,11 @@ def test_trial_counts_tell_stopped_early_from_interrupted():
 def test_progress_line_in_a_log_file_when_counts_change_and_every_so_often(capsys, monkeypatch):
     from types import SimpleNamespace
 
-    from search.tuner import Progress
+    from search.tuner import Progress, TimeLimit
 
     clock = [1000.0]
     monkeypatch.setattr("search.tuner.time.time", lambda: clock[0])
-    p = Progress(trials=4, time_budget_s=600, every_s=30)
+    p = Progress(trials=4, limit=TimeLimit(600), every_s=30)
     p.tty = False
     running = [SimpleNamespace(trial_id="a", status="RUNNING", last_result={}, experiment_tag="1_x", config={})]
     for _ in range(5):  # the time left changes each second; the counts do not: one line
