@@ -392,7 +392,10 @@ class SpeakerFolds(Protocol):
             **SpeakerTable(record.folds).summary(),
             "test_speaker": cfg.train.test_speaker,
             "test_acc": refit.test_acc,  # on the test speaker, once (None without --test-speaker)
-            "verify_test_acc": refit.verify_acc,
+            # The numpy reference's accuracy on what the refit was scored on: its test speaker, or,
+            # for a refit on every speaker (no test set), its own training clips (not new voices).
+            "verify_test_acc": refit.verify_acc if refit.scored == "test" else None,
+            "verify_train_acc": refit.verify_acc if refit.scored == "train" else None,
             "refit_split": refit.config.train.split,
             "folds": dump(record.folds),
         }

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure  # not pyplot: figures straight to files, no display backend
+from matplotlib.ticker import LogFormatter
 
 from fsdd.files import atomic_write, sha256_file
 from fsdd.schema import dump
@@ -116,7 +117,8 @@ def plot(path: Path, points: list[tuple[float, float, bool]], rows: Sequence[dic
         )
     kib = [r["cost_bytes"] / KIB for r in rows]
     if rows:
-        ax.step(kib, [r["val_acc"] for r in rows], where="post", color="tab:blue", lw=1.5, label=f"Pareto front ({ranked})")
+        front = [r["val_acc"] for r in rows]
+        ax.step(kib, front, where="post", color="tab:blue", lw=1.5, marker="o", ms=4, label=f"Pareto front ({ranked})")
         for label, marker, colour, values in protocol.marks(rows):
             shown = [(k, v) for k, v in zip(kib, values, strict=True) if v is not None]
             if shown:
@@ -129,8 +131,12 @@ def plot(path: Path, points: list[tuple[float, float, bool]], rows: Sequence[dic
             ax.annotate(label.replace("study ", ""), (k, acc), textcoords="offset points", xytext=(5, 4 if i % 2 == 0 else -10), fontsize=7)
     ax.axvline(budget.kib, color="tab:green", ls="--", label=f"budget {budget.kib:g} KiB")
     ax.set_xscale("log")
-    right = [k for k, _, _ in points] + ([k for _, k, _ in STUDY_POINTS] if study else []) + [budget.kib]
-    ax.set_xlim(right=3 * max(right))  # room for the labels
+    xs = [k for k, _, _ in points] + ([k for _, k, _ in STUDY_POINTS] if study else []) + [budget.kib]
+    ax.set_xlim(0.7 * min(xs), (3 if study else 1.4) * max(xs))  # the study's labels need room on the right
+    # Sizes as plain numbers (30, not 3x10^1), on the minor ticks too where the axis spans little.
+    plain = LogFormatter(labelOnlyBase=False)
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1.5, 0.6)))
     if budget.on == "flash":
         ax.set_xlabel("Cortex-M4 flash of the whole C library, KiB (predicted)")
     else:
@@ -197,13 +203,13 @@ def print_summary(summary: dict[str, Any], run_dir: Path, protocol: Protocol) ->
     """The front as a table (KiB of weights, KiB of the Cortex-M4 library, the ranked accuracy and
     the protocol's figures), then the winner and where everything is."""
     rows = summary["front"]
-    print(f"\nPareto front of {summary['name']} ({len(rows)} of {summary['trials_finished']} finished trials):")
+    print(f"\nPareto front of {summary['name']}: {len(rows)} members, from {summary['trials_finished']} trials trained to the end:")
     print(f"  {'KiB':>8} {'flash':>7} {protocol.label:>16}")
     for r in rows:
         print(f"  {r['size_kib']:8.2f} {_kib(r.get('flash_bytes')):>7} {r['val_acc']:16.4f}  {protocol.describe(r)}")
     w = summary["winner"]
     if w is None:
-        print("no trial finished within the budget yet")
+        print("no trial within the size budget was trained to the end yet")
         return
     print(
         f"winner (best {protocol.label} within {summary['budget_bytes'] / KIB:g} KiB): {w['quant']} h{w['hidden_size']}, "

@@ -155,9 +155,7 @@ class Progress(tune.Callback):
     """One concise status line: trials finished/early-stopped/infeasible/failed/interrupted,
     the best feasible accuracy the search ranks on with its size, and the time left."""
 
-    def __init__(
-        self, trials: int, limit: TimeLimit, stopper: DominatedAtRung | None = None, metric: str = "val", every_s: float = 30.0
-    ):
+    def __init__(self, trials: int, limit: TimeLimit, stopper: DominatedAtRung | None = None, metric: str = "val", every_s: float = 30.0):
         self.trials, self.limit, self.every_s = trials, limit, every_s
         self.stopper, self.metric = stopper, metric
         self.tty = sys.stdout.isatty()

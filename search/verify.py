@@ -8,7 +8,8 @@ line last:
     {"test_acc": ..., "size_bytes": ..., "n_test": ..., "agree": ..., ...}
 
 `agree` is the fraction of test clips on which these predictions equal the torch model's,
-read from `--predictions FILE` or `predictions.json` beside the artifact (null if neither).
+read from `--predictions FILE`, else `NAME.predictions.json` or `predictions.json` beside the artifact
+NAME.safetensors (null if none).
 """
 
 from __future__ import annotations
@@ -302,7 +303,11 @@ def _main(argv: Sequence[str] | None) -> int:
         help="recordings folder (default: $FSDD_DIR, else the download cache); once per corpus of a several-corpora artifact",
     )
     p.add_argument("--split", help="evaluate on this split instead of the artifact's (eval: every clip; skips the split-hash check)")
-    p.add_argument("--predictions", type=path_arg, help="torch predictions, JSON {wav: class} (default: predictions.json beside ARTIFACT)")
+    p.add_argument(
+        "--predictions",
+        type=path_arg,
+        help="torch predictions, JSON (default: NAME.predictions.json, else predictions.json, beside ARTIFACT)",
+    )
     args = p.parse_args(argv)
     data = args.data_dir
     print(json.dumps(verify(args.artifact, data, args.split, args.predictions)))
