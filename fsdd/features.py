@@ -7,6 +7,8 @@ import dataclasses
 import hashlib
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +29,18 @@ CACHE_VERSION = 3  # bump when the feature computation itself changes (3: intege
 
 
 CMVN_EPS = 1e-5  # floor of a clip's per-coefficient standard deviation in meanvar CMVN
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run a block with `n` torch intra-op threads, then restore the previous setting. Per-clip
+    ops (MFCCs, resampling) are tiny: with several threads, thread hand-off dominates them."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def apply_cmvn(x: torch.Tensor, kind: str) -> torch.Tensor:
@@ -141,17 +155,13 @@ def load_features(
     # Tempo: frames taken further apart (or closer; at most a window apart), each frame's spectrum unchanged.
     hop = min(round(cfg.hop_length * variant.tempo), cfg.win_length or cfg.n_fft)
     mfcc = mfcc_transform(dataclasses.replace(cfg, hop_length=hop))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # per-clip ops are tiny: thread hand-off would dominate
-    try:
+    with torch_threads(1):
         if variant.chain is not None:  # re-recorded audio (cached once for every front end), then the usual front end
             warps: dict[float, torchaudio.transforms.MFCC] = {}  # VTLP-warped copies of `mfcc`, by alpha
             audio = rerecorded(files, variant.chain, cache_dir.parent, cfg.sample_rate)
             feats = [_finite(f, clip_features(y, cfg, warped(mfcc, alpha, warps)), y) for f, (y, alpha) in zip(files, audio, strict=True)]
         else:
             feats = [_checked_clip_features(f, cfg, mfcc, variant) for f in files]
-    finally:
-        torch.set_num_threads(threads)
     _write_cache(path, names, feats, cfg)
     return names, feats
 

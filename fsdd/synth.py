@@ -39,8 +39,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +48,7 @@ import numpy as np
 
 from fsdd.download import default_cache_dir
 from fsdd.errors import ArgumentParser, DataError, path_arg, run_cli
+from fsdd.features import torch_threads
 from fsdd.files import current_umask
 from fsdd.schema import ENGINES, ESPEAK_VARIANTS, FESTIVAL_VOICES, FLITE_VOICES, PIPER_VOICES, Corpus, SynthConfig, VoicesConfig, dump, load
 
@@ -463,26 +463,14 @@ def _jobs(cfg: SynthConfig, plan: list[dict[str, Any]], folder: Path, raw: Path)
     return long + short
 
 
-@contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    # Resampling many short clips: thread hand-off would dominate, and the pool already fills the cores.
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _synthesize(cfg: SynthConfig, plan: list[dict[str, Any]], folder: Path, workers: int) -> list[dict[str, Any]]:
     raw = folder / ".raw"
     raw.mkdir()
     jobs = _jobs(cfg, plan, folder, raw)
     done: list[dict[str, Any]] = []
-    # Threads, not processes: the engines run as subprocesses or in onnxruntime/torch, which release the GIL.
-    with _torch_threads(1), concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+    # Threads, not processes: the engines run as subprocesses or in onnxruntime/torch, which release the GIL;
+    # one torch thread each, as the pool already fills the cores.
+    with torch_threads(1), concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
         futures = [pool.submit(job) for job in jobs]
         try:
             for f in concurrent.futures.as_completed(futures):

@@ -10,35 +10,19 @@ Nothing here changes global state.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import torch
+
+from fsdd import features
 
 SMALL_TAKES = range(4)  # takes 0..3 of every digit and speaker: 10 * 6 * 4 = 240 clips
 
 
-@contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    """Run a block with `n` torch intra-op threads, restoring the previous setting.
-
-    Per-clip MFCCs are tiny ops, which run many times slower with several threads on a busy
-    machine (thread hand-off dominates); one thread keeps the feature-computing tests fast.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="session")
 def torch_threads():
-    """The `_torch_threads(n)` context manager, for tests and fixtures that compute features."""
-    return _torch_threads
+    """fsdd.features.torch_threads(n), for tests and fixtures that compute features (one thread keeps them fast)."""
+    return features.torch_threads
 
 
 @pytest.fixture(scope="session")
