@@ -43,8 +43,10 @@ ADDRESS = f"{HEAD_IP}:{PORT}"
 TRIALS = 6  # two run at once (one per node, each takes its node's only CPU); more gives margin
 SEARCH_TIMEOUT_S = 240
 
+# Epochs enough for a trial to take seconds (about 5 s here): with trials of a third of a second,
+# the head's actor, reused, ran all six before the worker's actor had started (a CI run, busy cores).
 TINY_CONFIG = """\
-base: {train: {epochs: 3, batch_size: 32}}
+base: {train: {epochs: 200, batch_size: 32}}
 space: {hidden_sizes: [4, 8, 16], qat_epochs: 2}
 """
 
