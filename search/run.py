@@ -280,7 +280,7 @@ def _main(argv: Sequence[str] | None, trial_fn: object) -> int:
     if ran < settings.trials:
         resume = f"python -m search.run --resume --name {settings.name} --out {run_dir.parent}"
         print(
-            f"stopped with {ran} of {settings.trials} trials begun (time budget or Ctrl-C); to go on with the search "
+            f"stopped with {ran} of {settings.trials} trials run (time budget or Ctrl-C); to go on with the search "
             f"(trials cut by the time budget are not rerun; those cut by Ctrl-C are): {resume} [--time-budget 30m]"
         )
     return 0

@@ -132,8 +132,9 @@ def _armed_time_limit() -> TimeLimit:
 def trial_counts(trials: list, stopped_early: set[str]) -> dict[str, int]:
     """What happened to the trials: trained to the end (feasible), stopped early as dominated
     (by DominatedAtRung, `stopped_early`), infeasible (over budget, never trained), failed
-    (raised), interrupted (ended otherwise: Ctrl-C, time budget; resumable), running."""
-    counts = dict.fromkeys(("finished", "stopped_early", "infeasible", "failed", "interrupted", "running", "pending"), 0)
+    (raised), interrupted (ended otherwise: Ctrl-C, time budget), unreported (ended so before its
+    first report, often before it started: it trained nothing that counts), running, pending."""
+    counts = dict.fromkeys(("finished", "stopped_early", "infeasible", "failed", "interrupted", "unreported", "running", "pending"), 0)
     for t in trials:
         last = t.last_result or {}
         if t.status == "ERROR":
@@ -146,8 +147,10 @@ def trial_counts(trials: list, stopped_early: set[str]) -> dict[str, int]:
             counts["running"] += 1
         elif t.status == "PENDING":
             counts["pending"] += 1
-        else:
+        elif "training_iteration" in last:  # Ray fills it in only from a trial's own reports
             counts["interrupted"] += 1
+        else:
+            counts["unreported"] += 1
     return counts
 
 
@@ -164,10 +167,12 @@ class Progress(tune.Callback):
     def parts(self, trials: list) -> tuple[str, str, str]:
         """(counts, best, time left) of the status line."""
         c = trial_counts(trials, self.stopper.stopped if self.stopper else set())
-        ended = c["finished"] + c["stopped_early"] + c["infeasible"] + c["failed"] + c["interrupted"]
+        ended = c["finished"] + c["stopped_early"] + c["infeasible"] + c["failed"] + c["interrupted"] + c["unreported"]
         counts = (
             f"{ended}/{self.trials} ended: {c['finished']} finished, {c['stopped_early']} stopped early, "
-            f"{c['infeasible']} infeasible, {c['failed']} failed" + (f", {c['interrupted']} interrupted" if c["interrupted"] else "")
+            f"{c['infeasible']} infeasible, {c['failed']} failed"
+            + (f", {c['interrupted']} interrupted" if c["interrupted"] else "")
+            + (f", {c['unreported']} cut before their first report" if c["unreported"] else "")
         )
         counts += f"; {c['running']} running"
         best = ""
@@ -350,7 +355,7 @@ class RestoreFailed(logging.Filter):
 
 def run_search(run_dir: Path, settings: RunSettings, args: argparse.Namespace, trial_fn: Callable = run_trial) -> int:
     """Start Ray and run (or resume) the search in the claimed `run_dir`; the number of trials that
-    ran. Error in one line if Ray cannot start or the search cannot run; a new run that never got
+    ran (reported at least once, or failed). Error in one line if Ray cannot start or the search cannot run; a new run that never got
     going leaves nothing behind."""
     # Save the experiment state (searcher included) at least every second, so a killed
     # driver loses at most that much; trials' own records are on disk regardless.
@@ -389,7 +394,8 @@ def run_search(run_dir: Path, settings: RunSettings, args: argparse.Namespace, t
                 tuner = tune.Tuner.restore(str(run_dir), trainable=make_trainable(run_dir, settings, trial_fn), resume_unfinished=True)
             else:
                 tuner = make_tuner(run_dir, settings, limit, args.verbose, trial_fn)
-            return len(tuner.fit())
+            # Trials that trained (reported) or failed; not those the time budget cut before their first report.
+            return sum(1 for r in tuner.fit() if r.error or "training_iteration" in (r.metrics or {}))
         except KeyboardInterrupt:  # Ray usually handles Ctrl-C itself and returns from fit()
             return 0
         except Error:

@@ -372,13 +372,16 @@ def test_trial_counts_tell_stopped_early_from_interrupted():
         trial("fin", "TERMINATED", final=1),
         trial("inf", "TERMINATED", final=1, infeasible=1),
         trial("dom", "TERMINATED", final=0),
-        trial("ctrl-c", "TERMINATED", final=0),  # ended by Ctrl-C or the time budget, not by the stopper
-        trial("paused", "PAUSED", final=0),
+        trial("ctrl-c", "TERMINATED", final=0, training_iteration=2),  # ended by Ctrl-C or the time budget, not by the stopper
+        trial("cut", "TERMINATED", trial_id="cut", node_ip="10.0.0.1"),  # Ray's defaults only: it never reported
+        trial("paused", "PAUSED", final=0, training_iteration=1),
         trial("err", "ERROR"),
         trial("run", "RUNNING"),
     ]
     c = trial_counts(trials, stopped_early={"dom"})
-    assert c == {"finished": 1, "infeasible": 1, "stopped_early": 1, "interrupted": 2, "failed": 1, "running": 1, "pending": 0}
+    assert c == {
+        "finished": 1, "infeasible": 1, "stopped_early": 1, "interrupted": 2, "unreported": 1, "failed": 1, "running": 1, "pending": 0,
+    }  # fmt: skip
 
 
 def test_progress_line_in_a_log_file_when_counts_change_and_every_so_often(capsys, monkeypatch):
