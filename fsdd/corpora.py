@@ -12,7 +12,7 @@ import soundfile as sf
 
 from fsdd.audio import list_wavs
 from fsdd.download import load_manifest
-from fsdd.errors import DataError
+from fsdd.errors import EMPTY_PATH, DataError
 from fsdd.files import resolved
 from fsdd.schema import SAMPLE_RATE, Corpus
 
@@ -117,7 +117,7 @@ def parse_data_dir(text: str) -> Corpus:
     elif not name:
         raise DataError(f"--data-dir {text!r}: an empty corpus name before '='")
     if not path.strip():
-        raise DataError(f"--data-dir {text!r}: an empty path (name a folder; '.' for the current one)")
+        raise DataError(f"--data-dir {text!r}: {EMPTY_PATH}")
     try:
         return Corpus(name or default_name(path), path)
     except ValueError as e:

@@ -47,11 +47,14 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
+EMPTY_PATH = "an empty path (name a folder; '.' for the current one)"  # it would silently mean the current folder
+
+
 def path_arg(text: str) -> str:
     """An argparse `type` for a path a user types: refuses an empty one, which would silently
     mean the current folder (`--cache-dir ""` would fill it)."""
     if not text.strip():
-        raise argparse.ArgumentTypeError("an empty path (name a folder; '.' for the current one)")
+        raise argparse.ArgumentTypeError(EMPTY_PATH)
     return text
 
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fsdd.errors import DataError
+from fsdd.errors import EMPTY_PATH, DataError
 
 
 def resolved(path: str | Path, what: str = "path") -> Path:
@@ -19,7 +19,7 @@ def resolved(path: str | Path, what: str = "path") -> Path:
     DataError naming `what` and the path: an empty path (it would silently mean the current
     folder), or a symbolic link loop (Python 3.11 raises RuntimeError for it, later ones OSError)."""
     if not str(path).strip():
-        raise DataError(f"{what}: an empty path (name a folder; '.' for the current one)")
+        raise DataError(f"{what}: {EMPTY_PATH}")
     try:
         return Path(path).resolve()
     except (RuntimeError, OSError) as e:

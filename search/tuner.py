@@ -129,10 +129,16 @@ def _armed_time_limit() -> TimeLimit:
     return TimeLimit.armed or TimeLimit(math.inf)
 
 
+def reported(result: dict | None) -> bool:
+    """Whether a trial's last result is one of its own reports (Ray fills in `training_iteration`
+    only from those), not the defaults Ray gives a trial that never reported."""
+    return "training_iteration" in (result or {})
+
+
 def trial_counts(trials: list, stopped_early: set[str]) -> dict[str, int]:
     """What happened to the trials: trained to the end (feasible), stopped early as dominated
     (by DominatedAtRung, `stopped_early`), infeasible (over budget, never trained), failed
-    (raised), interrupted (ended otherwise: Ctrl-C, time budget), unreported (ended so before its
+    (raised), interrupted (ended otherwise: Ctrl-C, time budget), unreported (ended before its
     first report, often before it started: it trained nothing that counts), running, pending."""
     counts = dict.fromkeys(("finished", "stopped_early", "infeasible", "failed", "interrupted", "unreported", "running", "pending"), 0)
     for t in trials:
@@ -147,7 +153,7 @@ def trial_counts(trials: list, stopped_early: set[str]) -> dict[str, int]:
             counts["running"] += 1
         elif t.status == "PENDING":
             counts["pending"] += 1
-        elif "training_iteration" in last:  # Ray fills it in only from a trial's own reports
+        elif reported(last):
             counts["interrupted"] += 1
         else:
             counts["unreported"] += 1
@@ -355,8 +361,8 @@ class RestoreFailed(logging.Filter):
 
 def run_search(run_dir: Path, settings: RunSettings, args: argparse.Namespace, trial_fn: Callable = run_trial) -> int:
     """Start Ray and run (or resume) the search in the claimed `run_dir`; the number of trials that
-    ran (reported at least once, or failed). Error in one line if Ray cannot start or the search cannot run; a new run that never got
-    going leaves nothing behind."""
+    ran (reported at least once, or failed). Error in one line if Ray cannot start or the search
+    cannot run; a new run that never got going leaves nothing behind."""
     # Save the experiment state (searcher included) at least every second, so a killed
     # driver loses at most that much; trials' own records are on disk regardless.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
@@ -394,8 +400,8 @@ def run_search(run_dir: Path, settings: RunSettings, args: argparse.Namespace, t
                 tuner = tune.Tuner.restore(str(run_dir), trainable=make_trainable(run_dir, settings, trial_fn), resume_unfinished=True)
             else:
                 tuner = make_tuner(run_dir, settings, limit, args.verbose, trial_fn)
-            # Trials that trained (reported) or failed; not those the time budget cut before their first report.
-            return sum(1 for r in tuner.fit() if r.error or "training_iteration" in (r.metrics or {}))
+            # Trials that reported or failed; not those the time budget cut before their first report.
+            return sum(1 for r in tuner.fit() if r.error or reported(r.metrics))
         except KeyboardInterrupt:  # Ray usually handles Ctrl-C itself and returns from fit()
             return 0
         except Error:
