@@ -203,7 +203,8 @@ def print_summary(summary: dict[str, Any], run_dir: Path, protocol: Protocol) ->
     """The front as a table (KiB of weights, KiB of the Cortex-M4 library, the ranked accuracy and
     the protocol's figures), then the winner and where everything is."""
     rows = summary["front"]
-    print(f"\nPareto front of {summary['name']}: {len(rows)} members, from {summary['trials_finished']} trials trained to the end:")
+    n, done = len(rows), summary["trials_finished"]
+    print(f"\nPareto front of {summary['name']}: {n} member{'s' * (n != 1)}, from {done} trial{'s' * (done != 1)} trained to the end:")
     print(f"  {'KiB':>8} {'flash':>7} {protocol.label:>16}")
     for r in rows:
         print(f"  {r['size_kib']:8.2f} {_kib(r.get('flash_bytes')):>7} {r['val_acc']:16.4f}  {protocol.describe(r)}")
